@@ -1,0 +1,9 @@
+"""keras_batchopt: batch-level training methods for Keras 3.
+
+Optimizers, schedules and normalization layers from recent papers, written
+once in `keras.ops` and run on TensorFlow, JAX and PyTorch.
+"""
+
+from keras_batchopt import config as config
+from keras_batchopt import optimizers as optimizers
+from keras_batchopt.src.version import __version__ as __version__

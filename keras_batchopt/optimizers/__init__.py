@@ -1,0 +1,6 @@
+"""Public optimizers of keras_batchopt."""
+
+from keras_batchopt.src.optimizers.adan import Adan as Adan
+from keras_batchopt.src.optimizers.batch_optimizer import (
+    BatchOptimizer as BatchOptimizer,
+)

@@ -1,0 +1,1 @@
+"""Backend-specific fast paths. Nothing here imports a framework at import."""

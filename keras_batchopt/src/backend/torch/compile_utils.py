@@ -1,0 +1,86 @@
+"""Helpers shared by the torch fast paths."""
+
+import warnings
+
+import torch
+from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+
+class CompiledKernel:
+    """An element-wise torch kernel, compiled once on first use.
+
+    `get(True)` returns a callable that runs the kernel compiled by
+    `torch.compile(dynamic=True, fullgraph=True)`: every argument that
+    changes between steps must be a tensor, so one graph serves all
+    variables and steps. If compilation fails (no C++ compiler on a CPU
+    machine, no Triton on a GPU one), it warns once and runs the same
+    kernel eagerly from then on. `get(False)` returns the eager kernel.
+    """
+
+    def __init__(self, fn, name):
+        self._fn = fn
+        self._name = name
+        self._compiled = None
+        self._failed = False
+
+    def get(self, use_compile):
+        if not use_compile or self._failed:
+            return self._fn
+        if self._compiled is None:
+            self._compiled = torch.compile(
+                self._fn, dynamic=True, fullgraph=True
+            )
+        return self._call_compiled
+
+    def _call_compiled(self, *args):
+        try:
+            return self._compiled(*args)
+        except Exception as error:  # compilation failed: run eagerly
+            self._failed = True
+            warnings.warn(
+                f"keras_batchopt: compiling the torch {self._name} kernel "
+                f"failed ({type(error).__name__}: {error}); the kernel now "
+                "runs eagerly, which is slower. Call keras_batchopt.config."
+                "set_torch_compile(False) to skip the attempt.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self._fn(*args)
+
+
+def plain_in_place_update_possible(grads, variables):
+    """True when every gradient can be consumed by an in-place kernel.
+
+    That is: not inside a stateless scope (where variables must not be
+    mutated), and each gradient is a dense, contiguous floating tensor with
+    its variable's shape, dtype and device.
+    """
+    if in_stateless_scope() or not variables:
+        return False
+    for grad, variable in zip(grads, variables):
+        value = variable.value
+        if not isinstance(grad, torch.Tensor) or grad.layout != torch.strided:
+            return False
+        if not (grad.is_contiguous() and value.is_contiguous()):
+            return False
+        if not value.dtype.is_floating_point:
+            return False
+        if (
+            grad.dtype != value.dtype
+            or grad.shape != value.shape
+            or grad.device != value.device
+        ):
+            return False
+    return True
+
+
+def global_norm_clip_factor(grads, max_norm, epsilon):
+    """Torch twin of `ops.clipping.global_norm_clip_factor`, without temps."""
+    norms = torch._foreach_norm([g.float() for g in grads])
+    norm = torch.linalg.vector_norm(torch.stack(norms))
+    return torch.clamp(max_norm / (norm + epsilon), max=1.0)
+
+
+def scalars(values, dtype, device):
+    """0-d tensors of `values`, made with one host-to-device copy."""
+    return torch.tensor(values, dtype=dtype, device=device).unbind()

@@ -1,0 +1,120 @@
+"""Adan on the torch backend: one fused in-place kernel per variable.
+
+The generic `Adan.update_step` runs about fifteen `keras.ops` calls per
+variable, each a full pass over memory with a fresh temporary. Here every
+variable is updated by one kernel that reads `w, g, m, v, n, g_prev` once
+and writes `w, m, v, n, g_prev` once, in place. The kernel is the torch
+function `_adan_kernel`; it is compiled once by `torch.compile` (one
+dynamic-shape graph over flattened tensors, so every variable of every
+shape shares it) and runs eagerly when compilation is off or unavailable.
+"""
+
+import torch
+
+from keras_batchopt.src import config
+from keras_batchopt.src.backend.torch import compile_utils
+
+
+def _adan_kernel(
+    p,
+    g,
+    m,
+    v,
+    n,
+    prev,
+    clip,
+    later,
+    keep_1,
+    keep_2,
+    keep_3,
+    step_m,
+    step_v,
+    bc3_sqrt,
+    decay,
+    beta_2,
+    one_minus_beta_1,
+    one_minus_beta_2,
+    one_minus_beta_3,
+    epsilon,
+    mode: int,
+):
+    # Every float is a 0-d tensor, so one compiled graph serves all steps
+    # and all hyperparameters. mode: 0 no decay, 1 proximal decay,
+    # 2 decoupled decay (no_prox).
+    g = g * clip
+    d = (g - prev) * later
+    m.mul_(keep_1).addcmul_(g, one_minus_beta_1)
+    v.mul_(keep_2).addcmul_(d, one_minus_beta_2)
+    u = d.mul_(beta_2).add_(g)
+    n.mul_(keep_3).addcmul_(u * u, one_minus_beta_3)
+    denom = n.sqrt().div_(bc3_sqrt).add_(epsilon)
+    update = torch.addcmul(m * step_m, v, step_v).div_(denom)
+    if mode == 2:
+        p.mul_(decay).sub_(update)
+    elif mode == 1:
+        p.sub_(update).div_(decay)
+    else:
+        p.sub_(update)
+    prev.copy_(g)
+
+
+_kernel = compile_utils.CompiledKernel(_adan_kernel, "Adan")
+
+
+def can_use(optimizer, grads, variables):
+    """Dense, contiguous torch tensors that match their variable's dtype."""
+    return compile_utils.plain_in_place_update_possible(grads, variables)
+
+
+@torch.no_grad()
+def update_step(optimizer, grads, variables, learning_rate):
+    values = [v.value for v in variables]
+    dtypes = {p.dtype for p in values}
+    coefficients = {
+        dtype: optimizer._step_coefficients(learning_rate, dtype)
+        for dtype in dtypes
+    }
+    device = values[0].device
+    if optimizer.max_grad_norm:
+        clip = compile_utils.global_norm_clip_factor(
+            grads, optimizer.max_grad_norm, optimizer.epsilon
+        )
+    else:
+        clip = torch.ones((), device=device)
+    b1, b2, b3 = optimizer.beta_1, optimizer.beta_2, optimizer.beta_3
+    constants = {
+        dtype: compile_utils.scalars(
+            [b2, 1.0 - b1, 1.0 - b2, 1.0 - b3, optimizer.epsilon],
+            dtype,
+            device,
+        )
+        for dtype in dtypes
+    }
+    index = optimizer._get_variable_index
+    kernel = _kernel.get(config.torch_compile_enabled())
+    for variable, p, g in zip(variables, values, grads):
+        c = coefficients[p.dtype]
+        i = index(variable)
+        if not optimizer._decays(variable):
+            mode = 0
+        else:
+            mode = 2 if optimizer.no_prox else 1
+        kernel(
+            p.view(-1),
+            g.view(-1),
+            optimizer._exp_avgs[i].value.view(-1),
+            optimizer._exp_avg_diffs[i].value.view(-1),
+            optimizer._exp_avg_sqs[i].value.view(-1),
+            optimizer._prev_grads[i].value.view(-1),
+            clip.to(p.dtype),
+            c["later"],
+            c["keep_1"],
+            c["keep_2"],
+            c["keep_3"],
+            c["step_m"],
+            c["step_v"],
+            c["bc3_sqrt"],
+            c["decay"],
+            *constants[p.dtype],
+            mode,
+        )

@@ -1,0 +1,1 @@
+"""Small pure `keras.ops` functions shared by algorithms."""

@@ -1,0 +1,81 @@
+import importlib
+
+import keras
+
+from keras_batchopt.src import config
+from keras_batchopt.src import validation
+from keras_batchopt.src.api_export import keras_batchopt_export
+
+
+@keras_batchopt_export("keras_batchopt.optimizers.BatchOptimizer")
+class BatchOptimizer(keras.optimizers.Optimizer):
+    """Base class of every keras_batchopt optimizer.
+
+    It is a plain `keras.optimizers.Optimizer`: subclasses implement
+    `build()`, `update_step()` in `keras.ops` and `get_config()`, and every
+    Keras feature (clipping, EMA, gradient accumulation, loss scaling,
+    `jit_compile`, JAX stateless training, `tf.distribute`) works as for
+    Keras's own optimizers. What it adds:
+
+    - **One place that touches Keras's private hook.** This class holds the
+      package's only override of `_backend_update_step`, the collective
+      update that Keras calls once per step with all gradients. If Keras
+      renames the hook, this file is the one to change.
+    - **Backend fast paths.** A subclass names, per backend, a module with
+      a multi-tensor implementation in `_fast_path_modules`. The module
+      exposes `can_use(optimizer, grads, variables)` and
+      `update_step(optimizer, grads, variables, learning_rate)`. The fast
+      path runs when `keras_batchopt.config.fast_paths_enabled()` is true
+      and `can_use` accepts the inputs; otherwise the generic per-variable
+      `update_step` runs. Both must give the same numbers, and a test
+      checks it for every fast path.
+    - **Whole-step gradient transforms.** `_transform_gradients()` sees all
+      gradients at once (for global-norm clipping and the like) before the
+      generic per-variable loop.
+
+    Args:
+        learning_rate: a float >= 0, a
+            `keras.optimizers.schedules.LearningRateSchedule`, or a callable
+            that takes no arguments and returns the value.
+        **kwargs: the arguments of `keras.optimizers.Optimizer` (`name`,
+            `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `loss_scale_factor`, `gradient_accumulation_steps`).
+    """
+
+    # Backend name -> dotted module path of its fast path.
+    _fast_path_modules = {}
+
+    def __init__(self, learning_rate, **kwargs):
+        validation.check_learning_rate(learning_rate)
+        if kwargs.get("weight_decay") is not None:
+            validation.check_non_negative(
+                "weight_decay", kwargs["weight_decay"]
+            )
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def _fast_path(self, grads, trainable_variables):
+        """Returns the fast-path module that applies, or None."""
+        if not config.fast_paths_enabled():
+            return None
+        module_name = self._fast_path_modules.get(keras.backend.backend())
+        if module_name is None:
+            return None
+        module = importlib.import_module(module_name)
+        if not module.can_use(self, grads, trainable_variables):
+            return None
+        return module
+
+    def _transform_gradients(self, grads, trainable_variables):
+        """Whole-step gradient transform before the generic loop."""
+        return grads
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        fast_path = self._fast_path(grads, trainable_variables)
+        if fast_path is not None:
+            fast_path.update_step(
+                self, grads, trainable_variables, learning_rate
+            )
+            return
+        grads = self._transform_gradients(grads, trainable_variables)
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
