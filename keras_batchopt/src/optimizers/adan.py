@@ -197,7 +197,7 @@ class Adan(BatchOptimizer):
             return
         for state in (self._exp_avgs, self._exp_avg_diffs, self._exp_avg_sqs):
             for variable in state:
-                variable.assign(ops.zeros_like(variable))
+                variable.assign(ops.zeros(variable.shape, variable.dtype))
         self._restart_iteration.assign(
             ops.cast(self.iterations, self._restart_iteration.dtype)
         )
@@ -207,8 +207,10 @@ class Adan(BatchOptimizer):
         return
 
     def _decays(self, variable):
-        return self.weight_decay is not None and self.weight_decay > 0 and (
-            self._use_weight_decay(variable)
+        return (
+            self.weight_decay is not None
+            and self.weight_decay > 0
+            and (self._use_weight_decay(variable))
         )
 
     def _step_coefficients(self, learning_rate, dtype):
@@ -231,7 +233,8 @@ class Adan(BatchOptimizer):
             "keep_2": later * self.beta_2,
             "keep_3": later * self.beta_3,
             "step_m": lr / bias_correction(self.beta_1, step, dtype),
-            "step_v": lr * self.beta_2
+            "step_v": lr
+            * self.beta_2
             / bias_correction(self.beta_2, step, dtype),
             "bc3_sqrt": ops.sqrt(bias_correction(self.beta_3, step, dtype)),
             "decay": (1.0 - lr * wd) if self.no_prox else (1.0 + lr * wd),

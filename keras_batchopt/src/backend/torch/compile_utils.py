@@ -81,6 +81,16 @@ def global_norm_clip_factor(grads, max_norm, epsilon):
     return torch.clamp(max_norm / (norm + epsilon), max=1.0)
 
 
+def flat(tensor):
+    """A 1-D alias of a contiguous tensor's memory, for in-place kernels.
+
+    `view(-1)` alone would make a view, and `torch.compile` guards on the
+    shape of a view's base, which would compile one graph per shape; the
+    detached alias has no base, so one dynamic-shape graph serves all.
+    """
+    return tensor.view(-1).detach()
+
+
 def scalars(values, dtype, device):
     """0-d tensors of `values`, made with one host-to-device copy."""
     return torch.tensor(values, dtype=dtype, device=device).unbind()

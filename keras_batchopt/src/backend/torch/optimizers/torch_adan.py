@@ -13,6 +13,7 @@ import torch
 
 from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
+from keras_batchopt.src.backend.torch.compile_utils import flat
 
 
 def _adan_kernel(
@@ -30,17 +31,18 @@ def _adan_kernel(
     step_m,
     step_v,
     bc3_sqrt,
-    decay,
+    shrink,
+    grow,
     beta_2,
     one_minus_beta_1,
     one_minus_beta_2,
     one_minus_beta_3,
     epsilon,
-    mode: int,
 ):
-    # Every float is a 0-d tensor, so one compiled graph serves all steps
-    # and all hyperparameters. mode: 0 no decay, 1 proximal decay,
-    # 2 decoupled decay (no_prox).
+    # Every float is a 0-d tensor and every tensor is 1-D, so one compiled
+    # graph serves all variables, steps and hyperparameters. Weight decay is
+    # `(p * shrink - update) / grow`: shrink = 1 - lr * wd for decoupled
+    # decay, grow = 1 + lr * wd for proximal decay, 1 otherwise (exact).
     g = g * clip
     d = (g - prev) * later
     m.mul_(keep_1).addcmul_(g, one_minus_beta_1)
@@ -49,12 +51,7 @@ def _adan_kernel(
     n.mul_(keep_3).addcmul_(u * u, one_minus_beta_3)
     denom = n.sqrt().div_(bc3_sqrt).add_(epsilon)
     update = torch.addcmul(m * step_m, v, step_v).div_(denom)
-    if mode == 2:
-        p.mul_(decay).sub_(update)
-    elif mode == 1:
-        p.sub_(update).div_(decay)
-    else:
-        p.sub_(update)
+    p.mul_(shrink).sub_(update).div_(grow)
     prev.copy_(g)
 
 
@@ -70,10 +67,15 @@ def can_use(optimizer, grads, variables):
 def update_step(optimizer, grads, variables, learning_rate):
     values = [v.value for v in variables]
     dtypes = {p.dtype for p in values}
-    coefficients = {
-        dtype: optimizer._step_coefficients(learning_rate, dtype)
-        for dtype in dtypes
-    }
+    coefficients = {}
+    for dtype in dtypes:
+        c = optimizer._step_coefficients(learning_rate, dtype)
+        # Two distinct tensors: the compiled graph guards on aliasing.
+        c["no_shrink"], c["no_grow"] = (
+            torch.ones((), dtype=dtype, device=values[0].device)
+            for _ in range(2)
+        )
+        coefficients[dtype] = c
     device = values[0].device
     if optimizer.max_grad_norm:
         clip = compile_utils.global_norm_clip_factor(
@@ -95,17 +97,19 @@ def update_step(optimizer, grads, variables, learning_rate):
     for variable, p, g in zip(variables, values, grads):
         c = coefficients[p.dtype]
         i = index(variable)
-        if not optimizer._decays(variable):
-            mode = 0
-        else:
-            mode = 2 if optimizer.no_prox else 1
+        shrink, grow = c["no_shrink"], c["no_grow"]
+        if optimizer._decays(variable):
+            if optimizer.no_prox:
+                shrink = c["decay"]
+            else:
+                grow = c["decay"]
         kernel(
-            p.view(-1),
-            g.view(-1),
-            optimizer._exp_avgs[i].value.view(-1),
-            optimizer._exp_avg_diffs[i].value.view(-1),
-            optimizer._exp_avg_sqs[i].value.view(-1),
-            optimizer._prev_grads[i].value.view(-1),
+            flat(p),
+            flat(g),
+            flat(optimizer._exp_avgs[i].value),
+            flat(optimizer._exp_avg_diffs[i].value),
+            flat(optimizer._exp_avg_sqs[i].value),
+            flat(optimizer._prev_grads[i].value),
             clip.to(p.dtype),
             c["later"],
             c["keep_1"],
@@ -114,7 +118,7 @@ def update_step(optimizer, grads, variables, learning_rate):
             c["step_m"],
             c["step_v"],
             c["bc3_sqrt"],
-            c["decay"],
+            shrink,
+            grow,
             *constants[p.dtype],
-            mode,
         )

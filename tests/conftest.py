@@ -1,0 +1,37 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_batchopt  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _isolate():
+    """Fixed seeds, float32 policy and default switches around each test."""
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("float32")
+    compile_flag = keras_batchopt.config.torch_compile_enabled()
+    with keras_batchopt.config.fast_paths(True):
+        yield
+    keras_batchopt.config.set_torch_compile(compile_flag)
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+
+
+def to_numpy(x):
+    return np.array(keras.ops.convert_to_numpy(x))
+
+
+# Backend-specific test files carry the backend in their name; on other
+# backends they are not collected at all (rather than reported as skipped).
+collect_ignore_glob = [
+    f"**/test_{name}_*.py"
+    for name in ("torch", "jax", "tensorflow")
+    if name != BACKEND
+]

@@ -1,0 +1,37 @@
+"""Runs every guide in `guides/` end to end, in quick mode.
+
+Each guide runs as a plain script in a fresh interpreter, the way a reader
+runs it, with the backend taken from the inherited `KERAS_BACKEND` and
+`KERAS_BATCHOPT_GUIDE_QUICK=1` cutting its data and epochs.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+GUIDES_DIR = pathlib.Path(__file__).resolve().parent.parent / "guides"
+GUIDES = sorted(GUIDES_DIR.glob("*.py"))
+TIMEOUT_S = 600
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda path: path.stem)
+def test_guide_runs(guide, tmp_path):
+    env = dict(os.environ, KERAS_BATCHOPT_GUIDE_QUICK="1")
+    result = subprocess.run(
+        [sys.executable, str(guide)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert result.returncode == 0, (
+        f"{guide.name} exited with code {result.returncode} on backend "
+        f"{os.environ.get('KERAS_BACKEND', '(default)')}.\n"
+        f"--- stdout (last 2000 chars) ---\n{result.stdout[-2000:]}\n"
+        f"--- stderr (last 8000 chars) ---\n{result.stderr[-8000:]}"
+    )
