@@ -29,9 +29,11 @@ def test_guide_runs(guide, tmp_path):
         text=True,
         timeout=TIMEOUT_S,
     )
-    assert result.returncode == 0, (
-        f"{guide.name} exited with code {result.returncode} on backend "
-        f"{os.environ.get('KERAS_BACKEND', '(default)')}.\n"
-        f"--- stdout (last 2000 chars) ---\n{result.stdout[-2000:]}\n"
-        f"--- stderr (last 8000 chars) ---\n{result.stderr[-8000:]}"
-    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{guide.name} exited with code {result.returncode} on backend "
+            f"{os.environ.get('KERAS_BACKEND', '(default)')}.\n"
+            f"--- stdout (last 2000 chars) ---\n{result.stdout[-2000:]}\n"
+            f"--- stderr (last 8000 chars) ---\n{result.stderr[-8000:]}",
+            pytrace=False,
+        )

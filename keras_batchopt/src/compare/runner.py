@@ -254,8 +254,10 @@ def run_comparison(
         if png:
             print(f"Wrote {png}")
         else:
-            print("Skipped curves.png: matplotlib is not installed ")
-            print("(install it with `pip install matplotlib`).")
+            print(
+                "Skipped curves.png: matplotlib is not installed "
+                "(`pip install matplotlib` adds it)."
+            )
     return report
 
 
@@ -416,7 +418,7 @@ def format_header(report):
             f"model: {c['model']} ({c['parameters']:,} parameters) | "
             f"epochs {c['epochs']} | batch size {c['batch_size']} "
             f"({c['steps_per_epoch']} steps/epoch) | "
-            f"{c['evals_per_epoch']} test evaluations/epoch | "
+            f"test evaluations per epoch: {c['evals_per_epoch']} | "
             f"seed {c['seed']}",
         ]
     )
@@ -460,9 +462,12 @@ def format_table(report):
 
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(row) for row in rows]
+    timed = "after the first epoch"
+    if report["config"]["epochs"] == 1:
+        timed = "in the one epoch, first evaluation interval left out"
     out.append(
-        "Test metrics after the last step. Steps are counted at test "
-        "evaluations; ms/step is the median step time after the first epoch."
+        "Test metrics after the last step; steps to target counted at test "
+        f"evaluations; ms/step: median step time {timed}."
     )
     return "\n".join(out)
 

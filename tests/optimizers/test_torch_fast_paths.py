@@ -1,0 +1,137 @@
+"""Torch fast paths equal the generic `keras.ops` update, step by step.
+
+Collected on the torch backend only. Each optimizer in contract_cases.CASES
+that names a torch fast path runs three ways on the same inputs: the
+compiled fused kernel, the same kernel run eagerly, and the generic
+per-variable `update_step` (fast paths disabled).
+"""
+
+import importlib
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+import keras_batchopt
+from keras_batchopt.src.backend.torch import compile_utils
+from tests.conftest import to_numpy
+from tests.optimizers.contract_cases import CASES
+
+FAST_CASES = [c for c in CASES if "torch" in c.cls._fast_path_modules]
+SHAPES = [(), (5,), (1,), (6, 4), (3, 3, 2, 4), (2, 1, 3)]
+STEPS = 20
+
+
+def run(case, mode, dtypes=None, steps=STEPS):
+    dtypes = dtypes or ["float32"] * len(SHAPES)
+    rng = np.random.RandomState(0)
+    variables = [
+        keras.Variable(
+            np.asarray(rng.randn(*s), "float32"), dtype=d, name=f"v{i}"
+        )
+        for i, (s, d) in enumerate(zip(SHAPES, dtypes))
+    ]
+    optimizer = case.make()
+    optimizer.exclude_from_weight_decay(var_names=["v2"])
+    keras_batchopt.config.set_torch_compile(mode == "compiled")
+    trajectory = []
+    with keras_batchopt.config.fast_paths(mode != "generic"):
+        for _ in range(steps):
+            grads = [
+                keras.ops.cast(np.asarray(rng.randn(*v.shape) * 2), d)
+                for v, d in zip(variables, dtypes)
+            ]
+            optimizer.apply(grads, variables)
+            state = [to_numpy(v) for v in optimizer.variables]
+            trajectory.append([to_numpy(v) for v in variables] + state)
+    return trajectory
+
+
+def assert_close(a, b, rtol, atol):
+    for step, (xs, ys) in enumerate(zip(a, b)):
+        for x, y in zip(xs, ys):
+            np.testing.assert_allclose(
+                x.astype("float64"),
+                y.astype("float64"),
+                rtol=rtol,
+                atol=atol,
+                err_msg=f"step {step}",
+            )
+
+
+def spy(case, monkeypatch):
+    module = importlib.import_module(case.cls._fast_path_modules["torch"])
+    calls = []
+    original = module.update_step
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "update_step", counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=str)
+@pytest.mark.parametrize("mode", ["compiled", "eager"])
+def test_fast_path_equals_generic(case, mode, monkeypatch):
+    calls = spy(case, monkeypatch)
+    fast = run(case, mode)
+    assert len(calls) == STEPS, "the fast path did not run"
+    generic = run(case, "generic")
+    assert len(calls) == STEPS, "the fast path ran while disabled"
+    assert_close(fast, generic, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=str)
+def test_fast_path_with_mixed_dtypes(case):
+    dtypes = ["float32", "float16", "float32", "bfloat16", "float32", "float16"]
+    fast = run(case, "compiled", dtypes, steps=5)
+    generic = run(case, "generic", dtypes, steps=5)
+    assert_close(fast, generic, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=str)
+def test_fast_path_is_not_used_in_a_stateless_scope(case, monkeypatch):
+    calls = spy(case, monkeypatch)
+    rng = np.random.RandomState(0)
+    variables = [keras.Variable(rng.randn(3, 2).astype("float32"))]
+    optimizer = case.make()
+    optimizer.build(variables)
+    before = to_numpy(variables[0])
+    optimizer.stateless_apply(
+        [v.value for v in optimizer.variables],
+        [keras.ops.ones((3, 2))],
+        [v.value for v in variables],
+    )
+    assert not calls
+    np.testing.assert_array_equal(to_numpy(variables[0]), before)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    def double(x):
+        x.mul_(2)
+
+    def failing_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    kernel = compile_utils.CompiledKernel(double, "test")
+    x = torch.ones(3)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        kernel.get(True)(x)
+    np.testing.assert_array_equal(x.numpy(), 2.0)
+    kernel.get(True)(x)  # no second warning, still eager
+    np.testing.assert_array_equal(x.numpy(), 4.0)
+
+
+def test_switch_functions():
+    assert keras_batchopt.config.fast_paths_enabled()
+    keras_batchopt.config.disable_fast_paths()
+    assert not keras_batchopt.config.fast_paths_enabled()
+    keras_batchopt.config.enable_fast_paths()
+    assert keras_batchopt.config.fast_paths_enabled()
