@@ -46,9 +46,10 @@ print("Keras", keras.__version__, "on backend:", keras.backend.backend())
 Adan (Xie et al., 2022, "Adan: Adaptive Nesterov Momentum Algorithm for
 Faster Optimizing Deep Models") keeps Adam's per-coordinate step scaling and
 adds Nesterov-style look-ahead at the price of one extra gradient average.
-Nesterov momentum evaluates the gradient at an extrapolated point, which costs
-a second forward and backward pass. Adan rewrites it so that only the
-*difference* between consecutive gradients is needed, `d = g - g_prev`.
+Nesterov's method takes the gradient at an extrapolated point rather than at
+the current weights. Adan reformulates it so that it needs only the gradient
+at the current weights and its *difference* from the previous one,
+`d = g - g_prev`.
 
 Each variable carries four state tensors (Adam has two): the average `m` of
 the gradients, the average `v` of the gradient differences, the average `n`
@@ -204,7 +205,7 @@ def train(optimizer, epochs=EPOCHS, callbacks=None):
     return model, history
 
 
-def test_accuracy(history):
+def final_test_accuracy(history):
     return history.history["val_accuracy"][-1]
 
 
@@ -214,17 +215,18 @@ _, adamw_history = train(
 adan_model, adan_history = train(
     keras_batchopt.optimizers.Adan(learning_rate=5e-3, weight_decay=0.02)
 )
-print(f"AdamW (lr=1e-3) test accuracy: {test_accuracy(adamw_history):.4f}")
-print(f"Adan  (lr=5e-3) test accuracy: {test_accuracy(adan_history):.4f}")
+adamw_accuracy = final_test_accuracy(adamw_history)
+adan_accuracy = final_test_accuracy(adan_history)
+print(f"AdamW (lr=1e-3) test accuracy: {adamw_accuracy:.4f}")
+print(f"Adan  (lr=5e-3) test accuracy: {adan_accuracy:.4f}")
 
 """
 Both optimizers solve this small problem. At five times AdamW's learning rate
 Adan trains stably, and in our runs its test loss falls faster over the first
 epochs; the plot below (written in the full run only) shows the test loss per
-epoch. This is a demonstration of
-the workflow, not a benchmark: the paper's claims concern large vision and
-language models, and a fair comparison tunes each optimizer's learning rate
-and weight decay separately.
+epoch. This demonstrates the workflow; it is not a benchmark. The paper's
+claims concern large vision and language models, and a fair comparison tunes
+each optimizer's learning rate and weight decay separately.
 """
 
 if not QUICK:
@@ -267,7 +269,7 @@ gradient the Adan step itself is zero, so one step shows the decay alone:
 
 
 def decay_once(no_prox):
-    w = keras.Variable([1.0], dtype="float32")
+    w = keras.Variable(np.ones(4), dtype="float32")
     adan = keras_batchopt.optimizers.Adan(
         learning_rate=0.1, weight_decay=0.5, no_prox=no_prox
     )
@@ -292,7 +294,7 @@ for no_prox in (False, True):
     )
     adan.exclude_from_weight_decay(var_names=["bias"])
     _, history = train(adan)
-    results[no_prox] = test_accuracy(history)
+    results[no_prox] = final_test_accuracy(history)
 print(f"no_prox=False test accuracy: {results[False]:.4f}")
 print(f"no_prox=True  test accuracy: {results[True]:.4f}")
 
@@ -313,10 +315,10 @@ argument works too and differs only by the `epsilon`.
 
 `restart_every=k` restarts Adan every `k` steps: `m`, `v` and `n` start from
 zero, bias correction starts over and the next gradient difference is zero.
-The paper's Algorithm 1 allows such restarts; the authors used them only in
-one ablation. You can also restart by hand with `optimizer.restart()`, for
-example when a cyclic learning-rate schedule begins a new cycle or when you
-fine-tune on new data.
+The paper's Algorithm 1 allows such restarts; the authors' README says they
+used them for only one table of the paper. You can also restart by hand with
+`optimizer.restart()`, for example when a cyclic learning-rate schedule begins
+a new cycle or when you fine-tune on new data.
 
 The first step from zero moments is `lr * g / (|g| + epsilon)`, about
 `lr * sign(g)` per coordinate, just as for Adam. A step right after
@@ -373,12 +375,12 @@ for label, (kwargs, callbacks) in runs.items():
         learning_rate=5e-3, weight_decay=0.02, **kwargs
     )
     _, history = train(adan, callbacks=callbacks)
-    print(f"{label:<25} test accuracy: {test_accuracy(history):.4f}")
+    print(f"{label:<25} test accuracy: {final_test_accuracy(history):.4f}")
 
 """
 The two restart runs restart at the same steps, so they should agree up to
-floating-point noise. Clipping at 1.0 changes little here because the digits
-gradients are small; it matters for models with occasional gradient spikes.
+floating-point noise. Clipping at 1.0 changes little on this problem; it
+matters for models with occasional gradient spikes.
 """
 
 """
@@ -486,12 +488,8 @@ print("The restored model predicts the same and trains on.")
   schedules (for example `keras.optimizers.schedules.CosineDecay` with
   warm-up), `use_ema`, `gradient_accumulation_steps`, and loss scaling via
   `keras.optimizers.LossScaleOptimizer` for mixed precision.
-- The authors suggest tuning `beta_3` first, then `beta_1`, and keeping
-  `beta_2` at its default.
+- When tuning the betas, the authors suggest starting with `beta_3`, then
+  `beta_1`.
 - Paper: [Xie et al., 2022](https://arxiv.org/abs/2208.06677), TPAMI 2024.
   Official code: [sail-sg/Adan](https://github.com/sail-sg/Adan).
 """
-
-# Tutobook markdown cells come before the imports; until pyproject exempts
-# guides/*.py from E402, this file does.
-# ruff: noqa: E402

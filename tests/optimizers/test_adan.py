@@ -247,3 +247,40 @@ def test_bad_arguments_raise_clear_errors(kwargs, name, fragment):
     assert f"`{name}`" in message
     assert f"Received: {name}=" in message
     assert fragment in message
+
+
+class _RestartAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.optimizer.restart()
+
+
+def test_restart_from_a_callback_during_fit():
+    """`restart()` between epochs equals `restart_every` at that boundary."""
+    rng = np.random.RandomState(0)
+    x = rng.randn(32, 4).astype("float32")
+    y = rng.randn(32, 1).astype("float32")
+    weights = []
+    for optimizer, callbacks in (
+        (Adan(0.01), [_RestartAtEpoch(2)]),
+        (Adan(0.01, restart_every=8), []),
+    ):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -198,8 +198,10 @@ class Adan(BatchOptimizer):
         for state in (self._exp_avgs, self._exp_avg_diffs, self._exp_avg_sqs):
             for variable in state:
                 variable.assign(ops.zeros(variable.shape, variable.dtype))
+        # A copy: on JAX the cast can return the counter's own buffer, and
+        # two variables sharing one buffer break the trainer's donation.
         self._restart_iteration.assign(
-            ops.cast(self.iterations, self._restart_iteration.dtype)
+            ops.copy(ops.cast(self.iterations, self._restart_iteration.dtype))
         )
 
     def _apply_weight_decay(self, variables):

@@ -1,0 +1,54 @@
+"""The public API: every exported object is reachable at its public path,
+registered for serialization, and documented."""
+
+import importlib
+
+import keras
+import pytest
+
+import keras_batchopt
+from keras_batchopt.src.api_export import REGISTRY
+
+
+def _resolve(path):
+    module_name, attribute = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@pytest.mark.parametrize("path", sorted(REGISTRY))
+def test_exported_path_resolves_and_is_registered(path):
+    cls = REGISTRY[path]
+    assert _resolve(path) is cls
+    name = f"keras_batchopt>{path.rsplit('.', 1)[-1]}"
+    assert keras.saving.get_registered_name(cls) == name
+    assert keras.saving.get_registered_object(name) is cls
+
+
+@pytest.mark.parametrize("path", sorted(REGISTRY))
+def test_exported_class_docstring_has_the_house_sections(path):
+    doc = REGISTRY[path].__doc__ or ""
+    for section in ("Args:",):
+        assert section in doc, f"{path} docstring lacks {section}"
+    if issubclass(REGISTRY[path], keras.optimizers.Optimizer) and (
+        path != "keras_batchopt.optimizers.BatchOptimizer"
+    ):
+        for section in ("Example:", "References:", "Note:"):
+            assert section in doc, f"{path} docstring lacks {section}"
+
+
+def test_public_optimizers_are_all_exported():
+    public = {
+        name
+        for name in dir(keras_batchopt.optimizers)
+        if not name.startswith("_")
+    }
+    exported = {
+        p.rsplit(".", 1)[-1]
+        for p in REGISTRY
+        if p.startswith("keras_batchopt.optimizers.")
+    }
+    assert public == exported
+
+
+def test_version():
+    assert keras_batchopt.__version__.count(".") == 2
