@@ -1,6 +1,7 @@
 """The public API: every exported object is reachable at its public path,
 registered for serialization, and documented."""
 
+import doctest
 import importlib
 
 import keras
@@ -52,3 +53,25 @@ def test_public_optimizers_are_all_exported():
 
 def test_version():
     assert keras_batchopt.__version__.count(".") == 2
+
+
+def _doctests(obj):
+    return [
+        t for t in doctest.DocTestFinder(recurse=False).find(obj) if t.examples
+    ]
+
+
+DOCUMENTED = [
+    obj
+    for obj in [REGISTRY[p] for p in sorted(REGISTRY)]
+    + [keras_batchopt.config.fast_paths]
+    if _doctests(obj)
+]
+
+
+@pytest.mark.parametrize("obj", DOCUMENTED, ids=lambda o: o.__name__)
+def test_docstring_examples_run(obj):
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in _doctests(obj):
+        runner.run(test)
+    assert runner.failures == 0
