@@ -5,6 +5,16 @@ import warnings
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
+# One thread per kernel, on purpose. Inductor's CPU kernels run OpenMP
+# regions from the system's libgomp, a different pool from the one torch's
+# own operations use; the two pools spin against each other on a small
+# machine (measured here: 250-390 ms median per Adan step instead of 15 ms).
+# Left to itself, Inductor also decides single- vs multi-threaded from the
+# first tensor it sees and caches that on disk, so the speed of a run would
+# depend on which model compiled the kernel first. A memory-bound update
+# gains little from a second core anyway.
+_OPTIONS = {"cpp.threads": 1}
+
 
 class CompiledKernel:
     """An element-wise torch kernel, compiled once on first use.
@@ -28,7 +38,7 @@ class CompiledKernel:
             return self._fn
         if self._compiled is None:
             self._compiled = torch.compile(
-                self._fn, dynamic=True, fullgraph=True
+                self._fn, dynamic=True, fullgraph=True, options=_OPTIONS
             )
         return self._call_compiled
 
