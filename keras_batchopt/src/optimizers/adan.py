@@ -114,7 +114,8 @@ class Adan(BatchOptimizer):
     """
 
     _fast_path_modules = {
-        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_adan"
+        **BatchOptimizer._fast_path_modules,
+        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_adan",
     }
 
     def __init__(

@@ -43,8 +43,13 @@ class BatchOptimizer(keras.optimizers.Optimizer):
             `loss_scale_factor`, `gradient_accumulation_steps`).
     """
 
-    # Backend name -> dotted module path of its fast path.
-    _fast_path_modules = {}
+    # Backend name -> dotted module path of its fast path. Every optimizer
+    # inherits the TensorFlow one (its own update, compiled by XLA).
+    _fast_path_modules = {
+        "tensorflow": (
+            "keras_batchopt.src.backend.tensorflow.optimizers.xla_update"
+        ),
+    }
 
     def __init__(self, learning_rate, **kwargs):
         validation.check_learning_rate(learning_rate)

@@ -1,0 +1,51 @@
+"""An XLA-compiled update step for `model.fit` on TensorFlow without XLA.
+
+On a machine without a GPU, Keras runs TensorFlow training steps as plain
+graphs (`jit_compile="auto"` resolves to False there), so every operation of
+an optimizer's `update_step` is a separate kernel with a full-size
+temporary. This fast path runs the optimizer's own generic `update_step`
+loop inside a `tf.function(jit_compile=True)`, which XLA fuses into a few
+passes over memory, also when the surrounding step is not compiled. It is
+the same code as the generic path, so the numbers agree to rounding.
+
+It stays out of the way where it does not apply: in eager execution (the
+generic loop runs), under a `tf.distribute` strategy (Keras's own
+distributed update runs) and for sparse gradients.
+"""
+
+import weakref
+
+import tensorflow as tf
+
+# Optimizer -> its compiled update; weak, so optimizers are not kept alive.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def can_use(optimizer, grads, variables):
+    if tf.executing_eagerly() or tf.distribute.has_strategy():
+        return False
+    return all(
+        isinstance(g, tf.Tensor) and not isinstance(g, tf.IndexedSlices)
+        for g in grads
+    )
+
+
+def _compiled_update(optimizer):
+    function = _COMPILED.get(optimizer)
+    if function is None:
+
+        @tf.function(jit_compile=True, autograph=False)
+        def function(grads, tf_variables, learning_rate):
+            grads = optimizer._transform_gradients(grads, tf_variables)
+            for grad, variable in zip(grads, tf_variables):
+                optimizer.update_step(grad, variable, learning_rate)
+
+        _COMPILED[optimizer] = function
+    return function
+
+
+def update_step(optimizer, grads, variables, learning_rate):
+    tf_variables = [getattr(v, "value", v) for v in variables]
+    _compiled_update(optimizer)(
+        list(grads), tf_variables, tf.convert_to_tensor(learning_rate)
+    )
