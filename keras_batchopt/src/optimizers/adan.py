@@ -108,9 +108,10 @@ class Adan(BatchOptimizer):
         - **Mixed precision.** With `mixed_float16`, Keras keeps trainable
           variables in float32 and so the state is float32; wrap the
           optimizer in `keras.optimizers.LossScaleOptimizer` as usual.
-        - **Speed.** On the torch backend a fused multi-tensor fast path
-          runs (see `keras_batchopt.config`); on JAX and TensorFlow the
-          compiled step fuses this generic code.
+        - **Speed.** On the torch backend a fused in-place kernel runs per
+          variable; on TensorFlow graph-mode steps the update is compiled
+          by XLA; on JAX the compiled step fuses this generic code (see
+          `keras_batchopt.config` to switch fast paths off).
     """
 
     _fast_path_modules = {
