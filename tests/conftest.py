@@ -35,3 +35,19 @@ collect_ignore_glob = [
     for name in ("torch", "jax", "tensorflow")
     if name != BACKEND
 ]
+
+
+def spy_on(module_name, function_name, monkeypatch):
+    """Counts calls to `module.function` for the rest of the test."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    calls = []
+    original = getattr(module, function_name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, function_name, counted)
+    return calls

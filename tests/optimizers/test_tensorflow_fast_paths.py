@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import keras_batchopt
+from tests.conftest import spy_on
 from tests.conftest import to_numpy
 from tests.optimizers.contract_cases import CASES
 
@@ -17,19 +18,6 @@ MODULE = "keras_batchopt.src.backend.tensorflow.optimizers.xla_update"
 FAST_CASES = [
     c for c in CASES if c.cls._fast_path_modules.get("tensorflow") == MODULE
 ]
-
-
-def spy(monkeypatch):
-    module = importlib.import_module(MODULE)
-    calls = []
-    original = module.update_step
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, "update_step", counted)
-    return calls
 
 
 def fit(case, fast):
@@ -58,7 +46,7 @@ def fit(case, fast):
 
 @pytest.mark.parametrize("case", FAST_CASES, ids=str)
 def test_graph_mode_fit_fast_path_equals_generic(case, monkeypatch):
-    calls = spy(monkeypatch)
+    calls = spy_on(MODULE, "update_step", monkeypatch)
     fast = fit(case, True)
     assert calls, "the fast path did not run"
     count = len(calls)
@@ -70,7 +58,7 @@ def test_graph_mode_fit_fast_path_equals_generic(case, monkeypatch):
 
 @pytest.mark.parametrize("case", FAST_CASES, ids=str)
 def test_fast_path_is_not_used_eagerly_or_under_a_strategy(case, monkeypatch):
-    calls = spy(monkeypatch)
+    calls = spy_on(MODULE, "update_step", monkeypatch)
     variables = [keras.Variable(np.ones((3, 2), "float32"))]
     optimizer = case.make()
     optimizer.apply([tf.ones((3, 2))], variables)  # eager

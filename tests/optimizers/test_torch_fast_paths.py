@@ -6,8 +6,6 @@ compiled fused kernel, the same kernel run eagerly, and the generic
 per-variable `update_step` (fast paths disabled).
 """
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch
 
 import keras_batchopt
 from keras_batchopt.src.backend.torch import compile_utils
+from tests.conftest import spy_on
 from tests.conftest import to_numpy
 from tests.optimizers.contract_cases import CASES
 
@@ -61,16 +60,8 @@ def assert_close(a, b, rtol, atol):
 
 
 def spy(case, monkeypatch):
-    module = importlib.import_module(case.cls._fast_path_modules["torch"])
-    calls = []
-    original = module.update_step
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, "update_step", counted)
-    return calls
+    module = case.cls._fast_path_modules["torch"]
+    return spy_on(module, "update_step", monkeypatch)
 
 
 @pytest.mark.parametrize("case", FAST_CASES, ids=str)
