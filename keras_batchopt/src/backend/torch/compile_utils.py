@@ -102,5 +102,10 @@ def flat(tensor):
 
 
 def scalars(values, dtype, device):
-    """0-d tensors of `values`, made with one host-to-device copy."""
-    return torch.tensor(values, dtype=dtype, device=device).unbind()
+    """0-d tensors of `values`, made with one host-to-device copy.
+
+    Detached, so that none is a view: `torch.compile` guards on the sizes
+    of a view's base and would recompile when they change.
+    """
+    packed = torch.tensor(values, dtype=dtype, device=device)
+    return [x.detach() for x in packed.unbind()]

@@ -66,16 +66,6 @@ def can_use(optimizer, grads, variables):
 @torch.no_grad()
 def update_step(optimizer, grads, variables, learning_rate):
     values = [v.value for v in variables]
-    dtypes = {p.dtype for p in values}
-    coefficients = {}
-    for dtype in dtypes:
-        c = optimizer._step_coefficients(learning_rate, dtype)
-        # Two distinct tensors: the compiled graph guards on aliasing.
-        c["no_shrink"], c["no_grow"] = (
-            torch.ones((), dtype=dtype, device=values[0].device)
-            for _ in range(2)
-        )
-        coefficients[dtype] = c
     device = values[0].device
     if optimizer.max_grad_norm:
         clip = compile_utils.global_norm_clip_factor(
@@ -84,25 +74,38 @@ def update_step(optimizer, grads, variables, learning_rate):
     else:
         clip = torch.ones((), device=device)
     b1, b2, b3 = optimizer.beta_1, optimizer.beta_2, optimizer.beta_3
-    constants = {
-        dtype: compile_utils.scalars(
-            [b2, 1.0 - b1, 1.0 - b2, 1.0 - b3, optimizer.epsilon],
+    # The step's scalars, once per dtype (the same function as the generic
+    # path computes them with), then the constants.
+    scalars = {}
+    for dtype in {p.dtype for p in values}:
+        c = optimizer._step_coefficients(learning_rate, dtype)
+        # `no_*` are two distinct ones: the compiled graph guards on
+        # aliasing between its inputs.
+        no_shrink, no_grow, *constants = compile_utils.scalars(
+            [1.0, 1.0, b2, 1.0 - b1, 1.0 - b2, 1.0 - b3, optimizer.epsilon],
             dtype,
             device,
         )
-        for dtype in dtypes
-    }
+        step = [c[k] for k in ("later", "keep_1", "keep_2", "keep_3")]
+        step += [c["step_m"], c["step_v"], c["bc3_sqrt"]]
+        scalars[dtype] = (
+            clip.to(dtype),
+            step,
+            constants,
+            no_shrink,
+            no_grow,
+            c["decay"],
+        )
     index = optimizer._get_variable_index
     kernel = _kernel.get(config.torch_compile_enabled())
     for variable, p, g in zip(variables, values, grads):
-        c = coefficients[p.dtype]
-        i = index(variable)
-        shrink, grow = c["no_shrink"], c["no_grow"]
+        clip_, step, constants, shrink, grow, decay = scalars[p.dtype]
         if optimizer._decays(variable):
             if optimizer.no_prox:
-                shrink = c["decay"]
+                shrink = decay
             else:
-                grow = c["decay"]
+                grow = decay
+        i = index(variable)
         kernel(
             flat(p),
             flat(g),
@@ -110,15 +113,9 @@ def update_step(optimizer, grads, variables, learning_rate):
             flat(optimizer._exp_avg_diffs[i].value),
             flat(optimizer._exp_avg_sqs[i].value),
             flat(optimizer._prev_grads[i].value),
-            clip.to(p.dtype),
-            c["later"],
-            c["keep_1"],
-            c["keep_2"],
-            c["keep_3"],
-            c["step_m"],
-            c["step_v"],
-            c["bc3_sqrt"],
+            clip_,
+            *step,
             shrink,
             grow,
-            *constants[p.dtype],
+            *constants,
         )
