@@ -126,3 +126,23 @@ def test_switch_functions():
     assert not keras_batchopt.config.fast_paths_enabled()
     keras_batchopt.config.enable_fast_paths()
     assert keras_batchopt.config.fast_paths_enabled()
+
+
+def test_one_compiled_graph_serves_all_shapes_and_options():
+    """Recompiles would cost seconds each and, past Dynamo's cache limit,
+    silently fall back to eager: shapes, ranks, decay modes and steps must
+    all share one graph (plus one for size-1 tensors, which Dynamo always
+    specializes)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    keras_batchopt.config.set_torch_compile(True)
+    for case in FAST_CASES:
+        for shapes in ([(3,), (4, 5)], [(2, 3, 4, 5), (7, 2)], [(1,), (6,)]):
+            variables = [keras.Variable(np.ones(s, "float32")) for s in shapes]
+            optimizer = case.make()
+            optimizer.exclude_from_weight_decay(var_list=variables[:1])
+            for _ in range(3):
+                optimizer.apply([keras.ops.ones(s) for s in shapes], variables)
+    assert counters["stats"]["unique_graphs"] <= 2
