@@ -5,15 +5,16 @@ import warnings
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
-# One thread per kernel, on purpose. Inductor's CPU kernels run OpenMP
-# regions from the system's libgomp, a different pool from the one torch's
-# own operations use; the two pools spin against each other on a small
-# machine (measured here: 250-390 ms median per Adan step instead of 15 ms).
-# Left to itself, Inductor also decides single- vs multi-threaded from the
-# first tensor it sees and caches that on disk, so the speed of a run would
-# depend on which model compiled the kernel first. A memory-bound update
-# gains little from a second core anyway.
-_OPTIONS = {"cpp.threads": 1}
+# Left to itself, Inductor decides once per graph whether a CPU loop runs on
+# several threads, from the size of the first tensor it compiles for, and
+# caches that choice on disk; with one dynamic-shape graph for every
+# variable, a small first variable would make every later kernel
+# single-threaded, and the speed of a run would depend on which model
+# compiled the kernel first. With dynamic threads the loop is always an
+# OpenMP region whose team OpenMP sizes at run time (measured on 2 idle
+# cores, 10M parameters: 16-18 ms per Adan step, against 19-24 ms for a
+# single-threaded kernel).
+_OPTIONS = {"cpp.dynamic_threads": True}
 
 
 class CompiledKernel:
