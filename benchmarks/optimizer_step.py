@@ -30,6 +30,7 @@ See benchmarks/README.md for how to read the table.
 import argparse
 import datetime
 import gc
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -37,8 +38,10 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import types
 
@@ -105,6 +108,27 @@ def cpu_busy_s():
 def own_cpu_s(who=resource.RUSAGE_SELF):
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
+
+
+def runqueue_wait_s():
+    """Seconds this process's threads spent runnable but not running.
+
+    Sum of the second field of /proc/self/task/*/schedstat: time a thread
+    waited for a CPU. It grows when other processes (or more of our own
+    threads than cores) compete for the CPUs. NaN where not available.
+    """
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return float("nan")
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
 
 
 def foreign_load(seconds):
@@ -206,6 +230,15 @@ CONFIGS = [
         states=4,
     ),
     dict(
+        name="tf-batchopt-adan-graph-generic",
+        group="tensorflow",
+        framework="tensorflow",
+        impl="keras_batchopt",
+        opt="adan",
+        variant="graph, generic keras.ops (disable_fast_paths())",
+        states=4,
+    ),
+    dict(
         name="tf-keras-adam-xla",
         group="tensorflow",
         framework="tensorflow",
@@ -248,8 +281,18 @@ CONFIGS = [
         framework="torch",
         impl="keras_batchopt",
         opt="adan",
-        variant="fast path, torch.compile (default)",
+        variant="fast path, torch.compile (default; shared Inductor cache)",
         states=4,
+    ),
+    dict(
+        name="torch-batchopt-adan-compiled-fresh",
+        group="torch",
+        framework="torch",
+        impl="keras_batchopt",
+        opt="adan",
+        variant="fast path, torch.compile, private Inductor cache",
+        states=4,
+        inductor_cache="suite",
     ),
     dict(
         name="torch-batchopt-adan-eager",
@@ -495,6 +538,10 @@ def _setup_tensorflow(cfg, params, grads):
 
     import keras
 
+    if "disable_fast_paths" in cfg["variant"]:
+        import keras_batchopt
+
+        keras_batchopt.config.disable_fast_paths()
     variables = [keras.Variable(x, name=f"w{i}") for i, x in enumerate(params)]
     opt = _keras_optimizer(keras, cfg)
     opt.build(variables)
@@ -618,12 +665,14 @@ def run_child(name, steps, warmup):
 
     times = []
     flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    wait0 = runqueue_wait_s()
     busy0, own0, wall0 = cpu_busy_s(), own_cpu_s(), time.perf_counter()
     for _ in range(steps):
         t = time.perf_counter()
         step()
         times.append((time.perf_counter() - t) * 1e3)
     busy1, own1, wall1 = cpu_busy_s(), own_cpu_s(), time.perf_counter()
+    wait1 = runqueue_wait_s()
     flt1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     # CPU time other processes used while we timed (the machine may be
     # shared); /proc/stat ticks are 10 ms, so short loops read coarsely.
@@ -658,7 +707,10 @@ def run_child(name, steps, warmup):
         own_cpu_s=own1 - own0,
         foreign_cpu_s=foreign_cpu_s,
         foreign_cores=foreign_cpu_s / (wall1 - wall0),
+        own_cores=(own1 - own0) / (wall1 - wall0),
+        runqueue_wait_frac=(wait1 - wait0) / (wall1 - wall0),
         times_ms=[round(t, 4) for t in times],
+        inductor_cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default"),
         **info,
     )
     print("RESULT " + json.dumps(result), flush=True)
@@ -669,8 +721,12 @@ def run_child(name, steps, warmup):
 # ---------------------------------------------------------------------------
 
 
-def _child_env(cfg):
+def _child_env(cfg, inductor_dir=None):
     env = dict(os.environ)
+    if cfg.get("inductor_cache") == "suite" and inductor_dir:
+        # Empty at the start of the suite: the first repeat compiles cold,
+        # the later ones reuse this configuration's own kernel.
+        env["TORCHINDUCTOR_CACHE_DIR"] = inductor_dir
     env.update(
         KERAS_BACKEND=cfg["framework"],
         OMP_NUM_THREADS=str(THREADS),
@@ -696,6 +752,45 @@ def _select(backend, only):
     return configs
 
 
+def package_fingerprint():
+    """SHA-1 (12 hex digits) of the keras_batchopt sources benchmarked.
+
+    Recorded with every row so that a table never mixes code versions
+    silently (the tree may change while a suite runs).
+    """
+    digest = hashlib.sha1()
+    root = os.path.join(REPO_ROOT, "keras_batchopt")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                digest.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+def git_state():
+    """(HEAD commit, whether keras_batchopt/ has uncommitted changes)."""
+
+    def git(*argv):
+        try:
+            return subprocess.run(
+                ["git", *argv],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--", "keras_batchopt"))
+    return head, dirty
+
+
 def _wait_for_quiet(args):
     """Waits (up to --max-wait s) until other processes use < --quiet cores.
 
@@ -711,7 +806,7 @@ def _wait_for_quiet(args):
     return time.perf_counter() - t0, load
 
 
-def _run_one(cfg, args):
+def _run_one(cfg, args, inductor_dir=None):
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -722,10 +817,27 @@ def _run_one(cfg, args):
         "--warmup",
         str(args.warmup),
     ]
+    preexec = None
+    if args.nice is not None:
+
+        def preexec():
+            # Runs in the child after setsid(). With autogroup scheduling
+            # (kernel.sched_autogroup_enabled=1) a process's nice value only
+            # counts inside its session's group, so set the new group's nice
+            # too. Negative values need root/CAP_SYS_NICE.
+            try:
+                with open("/proc/self/autogroup", "w") as f:
+                    f.write(str(args.nice))
+            except OSError:
+                pass
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+
     try:
         proc = subprocess.run(
             cmd,
-            env=_child_env(cfg),
+            env=_child_env(cfg, inductor_dir),
+            preexec_fn=preexec,
+            start_new_session=args.nice is not None,
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -749,25 +861,42 @@ def run_suite(args):
     mode = "a" if args.append else "w"
     suite_t0 = time.perf_counter()
     run_id = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    inductor_dir = tempfile.mkdtemp(prefix="optimizer_step_inductor_")
+    try:
+        _run_suite(args, configs, mode, run_id, inductor_dir)
+    finally:
+        shutil.rmtree(inductor_dir, ignore_errors=True)
+    print(f"suite took {time.perf_counter() - suite_t0:.0f} s", flush=True)
+
+
+def _run_suite(args, configs, mode, run_id, inductor_dir):
     with open(args.out, mode) as out:
         for rep in range(args.repeats):
             for cfg in configs:
                 for attempt in range(args.retries + 1):
                     waited, quiet_load = _wait_for_quiet(args)
                     t0 = time.perf_counter()
-                    row = _run_one(cfg, args)
+                    row = _run_one(cfg, args, inductor_dir)
                     wall = time.perf_counter() - t0
+                    head, dirty = git_state()
                     row.update(
+                        package_sha=package_fingerprint(),
+                        git_head=head,
+                        git_dirty=dirty,
                         run=rep,
                         attempt=attempt,
                         run_id=run_id,
                         process_wall_s=round(wall, 2),
                         waited_s=round(waited, 1),
                         foreign_cores_before=round(quiet_load, 3),
+                        nice=args.nice,
                     )
+                    # Disturbed: other processes ran while we timed AND
+                    # our threads had to wait for a CPU because of it.
                     disturbed = (
                         "error" not in row
                         and row["foreign_cores"] > args.max_foreign
+                        and row["runqueue_wait_frac"] > args.max_wait_frac
                     )
                     row["disturbed"] = disturbed
                     out.write(json.dumps(row) + "\n")
@@ -781,7 +910,9 @@ def run_suite(args):
                             f"{row['p10_ms']:.2f}, p90 {row['p90_ms']:.2f})"
                             f"  1st {row['first_call_s']:.2f} s"
                             f"  flt/step {row['minflt_per_step']:.0f}"
-                            f"  foreign {row['foreign_cores']:.2f} cores"
+                            f"  own {row['own_cores']:.2f} / foreign "
+                            f"{row['foreign_cores']:.2f} cores, rq wait "
+                            f"{row['runqueue_wait_frac']:.2f}"
                         )
                     print(
                         f"[run {rep + 1}/{args.repeats}] {cfg['name']:30s} "
@@ -791,7 +922,6 @@ def run_suite(args):
                     )
                     if not disturbed:
                         break
-    print(f"suite took {time.perf_counter() - suite_t0:.0f} s", flush=True)
 
 
 def _median(xs):
@@ -854,13 +984,25 @@ def header_lines(rows):
     runs = sorted({r.get("run") for r in rows if r.get("run") is not None})
     steps = sorted({r["steps"] for r in rows if "steps" in r})
     warmups = sorted({r["warmup"] for r in rows if "warmup" in r})
+    nices = sorted({str(r.get("nice")) for r in rows if "run" in r})
     return [
         "- machine: "
         f"{_cpu_model()}, {os.cpu_count()} cores, "
         f"{_read_meminfo_gib():.1f} GiB RAM, {platform.system()} "
         f"{platform.release()}",
         f"- python {platform.python_version()}; " + "; ".join(versions),
-        f"- keras_batchopt: this checkout ({REPO_ROOT})",
+        "- keras_batchopt: this checkout at "
+        + ", ".join(
+            sorted(
+                {
+                    f"{r.get('git_head', '?')}"
+                    + (" + uncommitted changes" if r.get("git_dirty") else "")
+                    + f" (sources sha1 {r.get('package_sha', '?')})"
+                    for r in rows
+                    if "run" in r
+                }
+            )
+        ),
         f"- rendered {datetime.date.today().isoformat()}; "
         f"suite run id(s) {', '.join(run_ids)}; "
         f"{len(runs)} run(s) per configuration, each in its own process; "
@@ -869,7 +1011,8 @@ def header_lines(rows):
         "'1st call')",
         f"- {len(SHAPES)} float32 tensors, {N_PARAMS:,} parameters "
         f"({4 * N_PARAMS / 1e6:.1f} MB per copy); {THREADS} threads "
-        "(OMP_NUM_THREADS, torch.set_num_threads, TF intra/inter-op)",
+        "(OMP_NUM_THREADS, torch.set_num_threads, TF intra/inter-op); "
+        f"benchmark processes at nice {'/'.join(nices)} (None = inherited)",
         f"- Adan rows: lr {LR}, betas {BETAS}, eps {EPS}, weight_decay "
         f"{WEIGHT_DECAY}, proximal decay (no_prox=False) except optax "
         "(decoupled decay only); Adam lr 1e-3; AdamW lr 1e-3, "
@@ -913,6 +1056,8 @@ def aggregate(rows):
                 minflt=_median([r["minflt_per_step"] for r in ok]),
                 minflt_max=max(r["minflt_per_step"] for r in ok),
                 foreign=max(r.get("foreign_cores", 0.0) for r in ok),
+                own_cores=_median([r.get("own_cores", 0.0) for r in ok]),
+                rq_wait=max(r.get("runqueue_wait_frac", 0.0) for r in ok),
                 disturbed=sum(bool(r.get("disturbed")) for r in ok),
                 bytes=ok[0]["bytes_per_step"],
                 fast_path=[r.get("fast_path") for r in ok],
@@ -968,6 +1113,7 @@ def render(rows):
         "x floor",
         "1st call s (min..max)",
         "minor faults/step",
+        "own cores",
         "other procs, cores (max)",
     ]
     lines.append("| " + " | ".join(cols) + " |")
@@ -991,7 +1137,8 @@ def render(rows):
         variant = e["variant"]
         if e.get("compile_failed"):
             variant += " [torch.compile FAILED, ran eagerly]"
-        if e.get("fast_path") and e["fast_path"][0] is False:
+        uses_fast_path = e["variant"].startswith("fast path")
+        if uses_fast_path and False in (e.get("fast_path") or []):
             variant += " [fast path NOT used]"
         backend = e["framework"] if e["group"] == "floor" else e["group"]
         star = "**" if e["impl"] == "keras_batchopt" else ""
@@ -1013,6 +1160,7 @@ def render(rows):
                     f"({e['first_call_min_s']:.2f}.."
                     f"{e['first_call_max_s']:.2f})",
                     f"{e['minflt']:.0f}",
+                    f"{e['own_cores']:.2f}",
                     f"{e['foreign']:.2f}"
                     + (
                         f" ({e['disturbed']} disturbed)"
@@ -1030,13 +1178,34 @@ def render(rows):
         "within-run p10..p90 is the median over runs; eff. GB/s = bytes "
         "moved / median time; 1st call includes tracing and compilation "
         "(torch.compile: cold or warm Inductor cache); minor faults/step "
-        "are fresh pages touched per timed step (4 KiB each); other procs "
-        "is the CPU (in cores, max over runs) that other processes used "
-        "while a run timed its steps. A run with more than "
-        "--max-foreign cores of that is 'disturbed' and was retried; the "
-        "least disturbed attempt is kept."
+        "are fresh pages touched per timed step (4 KiB each); own cores "
+        "is the CPU time of the benchmark process / wall time while it "
+        "timed (2.0 = both cores busy; median over runs); other procs is "
+        "the CPU (in cores, max over runs) that other processes used "
+        "meanwhile. A run is 'disturbed' when other processes used more "
+        "than --max-foreign cores while our threads waited for a CPU more "
+        "than --max-wait-frac of the time; disturbed runs were retried and "
+        "the least disturbed attempt is kept."
     )
     lines.append("")
+    shas = {r.get("package_sha") for r in rows if "run" in r}
+    if len(shas) > 1:
+        lines.append(
+            "**Warning:** the keras_batchopt sources changed while the "
+            f"suite ran ({len(shas)} versions: "
+            f"{', '.join(sorted(map(str, shas)))}); rows may mix code "
+            "versions."
+        )
+        lines.append("")
+    disturbed = [n for n, e in agg.items() if e.get("disturbed")]
+    if disturbed:
+        lines.append(
+            f"**Warning:** {len(disturbed)} configuration(s) kept a run that "
+            "other processes disturbed even after retries ("
+            + ", ".join(sorted(disturbed))
+            + "); treat those rows with care."
+        )
+        lines.append("")
     lines += _targets(agg, floor_ms)
     return "\n".join(lines) + "\n"
 
@@ -1057,6 +1226,10 @@ def _targets(agg, floor_ms):
         ("TensorFlow XLA", "tf-batchopt-adan-xla"),
         ("TensorFlow graph (= fit on CPU)", "tf-batchopt-adan-graph"),
         ("torch (fast path, torch.compile)", "torch-batchopt-adan-compiled"),
+        (
+            "torch (fast path, torch.compile, private Inductor cache)",
+            "torch-batchopt-adan-compiled-fresh",
+        ),
         ("torch (fast path, eager)", "torch-batchopt-adan-eager"),
     ]
     out.append(
@@ -1086,6 +1259,10 @@ def _targets(agg, floor_ms):
             "torch-batchopt-adan-compiled",
             ["torch-pto-adan-loop", "torch-pto-adan-foreach"],
         ),
+    ]
+    comparisons += [
+        (label + ", private Inductor cache", name + "-fresh", peers)
+        for label, name, peers in comparisons[1:]
     ]
     for label, name, peers in comparisons:
         m = ms(name)
@@ -1171,12 +1348,26 @@ def main(argv=None):
     parser.add_argument(
         "--max-foreign",
         type=float,
-        default=0.15,
-        help="a run is 'disturbed' if other processes used more cores "
-        "than this while it timed; disturbed runs are retried",
+        default=0.2,
+        help="a run is 'disturbed' (and retried) if other processes used "
+        "more cores than this while it timed ...",
     )
     parser.add_argument(
-        "--retries", type=int, default=2, help="retries of a disturbed run"
+        "--max-wait-frac",
+        type=float,
+        default=0.05,
+        help="... and our threads waited for a CPU for more than this "
+        "fraction of the timed wall time",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=1, help="retries of a disturbed run"
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help="run the benchmark processes at this nice value (e.g. -10 on "
+        "a shared machine; negative values need root)",
     )
     parser.add_argument(
         "--table-only",
