@@ -214,7 +214,7 @@ class Adan(BatchOptimizer):
         return (
             self.weight_decay is not None
             and self.weight_decay > 0
-            and (self._use_weight_decay(variable))
+            and self._use_weight_decay(variable)
         )
 
     def _step_coefficients(self, learning_rate, dtype):
@@ -244,13 +244,12 @@ class Adan(BatchOptimizer):
             "decay": (1.0 - lr * wd) if self.no_prox else (1.0 + lr * wd),
         }
 
-    def _clip_factor(self, grads):
-        return global_norm_clip_factor(grads, self.max_grad_norm, self.epsilon)
-
     def _transform_gradients(self, grads, trainable_variables):
         if not self.max_grad_norm:
             return grads
-        factor = self._clip_factor(grads)
+        factor = global_norm_clip_factor(
+            grads, self.max_grad_norm, self.epsilon
+        )
         return [g * ops.cast(factor, g.dtype) for g in grads]
 
     def update_step(self, gradient, variable, learning_rate):
