@@ -57,6 +57,20 @@ def check_positive(name, value):
     return value
 
 
+def check_bool(name, value):
+    """A Python bool (not merely truthy)."""
+    if not isinstance(value, bool):
+        _fail(name, "a bool", value)
+    return value
+
+
+def check_one_of(name, value, choices):
+    """One of ``choices``."""
+    if value not in choices:
+        _fail(name, "one of " + ", ".join(repr(c) for c in choices), value)
+    return value
+
+
 def check_positive_int_or_none(name, value):
     """``None`` or an integer >= 1."""
     if value is None:

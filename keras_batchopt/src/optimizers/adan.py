@@ -118,6 +118,7 @@ class Adan(BatchOptimizer):
         **BatchOptimizer._fast_path_modules,
         "torch": "keras_batchopt.src.backend.torch.optimizers.torch_adan",
     }
+    _decay_in_update_step = True
 
     def __init__(
         self,
@@ -143,12 +144,7 @@ class Adan(BatchOptimizer):
         self.beta_2 = validation.check_beta("beta_2", beta_2)
         self.beta_3 = validation.check_beta("beta_3", beta_3)
         self.epsilon = validation.check_positive("epsilon", epsilon)
-        if not isinstance(no_prox, bool):
-            raise ValueError(
-                "Argument `no_prox` must be a bool. "
-                f"Received: no_prox={no_prox!r}"
-            )
-        self.no_prox = no_prox
+        self.no_prox = validation.check_bool("no_prox", no_prox)
         self.max_grad_norm = validation.check_non_negative(
             "max_grad_norm", max_grad_norm
         )
@@ -177,9 +173,6 @@ class Adan(BatchOptimizer):
             self._prev_grads.append(
                 self.add_variable_from_reference(variable, "prev_grad")
             )
-            # Fill Keras's decay-exclusion cache while the variables still
-            # carry their Keras names (TF's update_step sees tf.Variables).
-            self._use_weight_decay(variable)
         self._restart_iteration = self.add_variable(
             shape=(),
             initializer="zeros",
@@ -204,17 +197,6 @@ class Adan(BatchOptimizer):
         # two variables sharing one buffer break the trainer's donation.
         self._restart_iteration.assign(
             ops.copy(ops.cast(self.iterations, self._restart_iteration.dtype))
-        )
-
-    def _apply_weight_decay(self, variables):
-        # Adan's decay (proximal or decoupled) is part of its own step.
-        return
-
-    def _decays(self, variable):
-        return (
-            self.weight_decay is not None
-            and self.weight_decay > 0
-            and self._use_weight_decay(variable)
         )
 
     def _step_coefficients(self, learning_rate, dtype):

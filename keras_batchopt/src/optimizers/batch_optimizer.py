@@ -32,6 +32,12 @@ class BatchOptimizer(keras.optimizers.Optimizer):
     - **Whole-step gradient transforms.** `_transform_gradients()` sees all
       gradients at once (for global-norm clipping and the like) before the
       generic per-variable loop.
+    - **Weight decay inside the step.** A subclass whose algorithm places
+      the decay itself (Adan's proximal step, LAMB's and LARS's trust
+      ratios) sets `_decay_in_update_step = True`, which turns off Keras's
+      generic decoupled pre-step decay, and asks `_decays(variable)`
+      whether a variable is decayed (`weight_decay > 0` and not excluded by
+      `exclude_from_weight_decay()`).
 
     Args:
         learning_rate: a float >= 0, a
@@ -51,6 +57,9 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         ),
     }
 
+    # True when the algorithm applies `weight_decay` inside its own step.
+    _decay_in_update_step = False
+
     def __init__(self, learning_rate, **kwargs):
         validation.check_learning_rate(learning_rate)
         if kwargs.get("weight_decay") is not None:
@@ -58,6 +67,28 @@ class BatchOptimizer(keras.optimizers.Optimizer):
                 "weight_decay", kwargs["weight_decay"]
             )
         super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        for variable in var_list:
+            # Fill Keras's decay-exclusion cache while the variables still
+            # carry their Keras names (TF's update_step sees tf.Variables).
+            self._use_weight_decay(variable)
+
+    def _apply_weight_decay(self, variables):
+        if self._decay_in_update_step:
+            return
+        super()._apply_weight_decay(variables)
+
+    def _decays(self, variable):
+        """Whether `variable` takes weight decay in this optimizer's step."""
+        return (
+            self.weight_decay is not None
+            and self.weight_decay > 0
+            and self._use_weight_decay(variable)
+        )
 
     def _fast_path(self, grads, trainable_variables):
         """Returns the fast-path module that applies, or None."""

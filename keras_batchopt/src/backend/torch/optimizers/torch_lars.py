@@ -1,0 +1,111 @@
+"""LARS on the torch backend: one compiled in-place kernel per variable.
+
+One call per variable takes the norms (with the package's shared
+`trust_ratio`), scales the decayed gradient and updates the momentum
+buffer and the variable in place: a reduction pass over `w, g` and an
+update pass over `w, g, buf`, without full-size temporaries. The trust mode
+and the presence of a momentum buffer select one of four kernels; every
+other option (Nesterov, LARC, per-variable decay and adaptation) is a 0-d
+tensor, so each kernel is a single dynamic-shape graph.
+"""
+
+import functools
+
+import torch
+from keras import ops
+
+from keras_batchopt.src import config
+from keras_batchopt.src.backend.torch import compile_utils
+from keras_batchopt.src.backend.torch.compile_utils import flat
+from keras_batchopt.src.ops.trust_ratio import l2_norm
+from keras_batchopt.src.ops.trust_ratio import larc_clip
+from keras_batchopt.src.ops.trust_ratio import trust_ratio
+
+
+def _scaled_step(
+    sum_of_norms, p, g, lr, weight_decay, adapt, coefficient, epsilon, larc
+):
+    """`learning_rate * r * d`, as in `Lars.update_step`."""
+    d = g + p * weight_decay.to(p.dtype)
+    param_norm = l2_norm(p)
+    if sum_of_norms:
+        update_norm = l2_norm(g)
+        denominator = update_norm + weight_decay * param_norm
+    else:
+        update_norm = l2_norm(d)
+        denominator = update_norm
+    ratio = trust_ratio(
+        param_norm, update_norm, denominator, coefficient, epsilon
+    )
+    ratio = torch.where(larc, larc_clip(ratio, lr.float()), ratio)
+    scale = torch.where(adapt, lr * ratio.to(p.dtype), lr)
+    return d * scale
+
+
+def _lars_kernel(sum_of_norms, p, g, buf, lr, momentum, nesterov, *args):
+    step = _scaled_step(sum_of_norms, p, g, lr, *args)
+    buf.mul_(momentum).add_(step)
+    # Nesterov: momentum * buf + step; classic: buf (times 1, plus 0).
+    p.sub_(torch.where(nesterov, buf * momentum + step, buf))
+
+
+def _plain_kernel(sum_of_norms, p, g, lr, *args):
+    p.sub_(_scaled_step(sum_of_norms, p, g, lr, *args))
+
+
+@functools.cache
+def _kernel(sum_of_norms, with_momentum):
+    fn = _lars_kernel if with_momentum else _plain_kernel
+    return compile_utils.CompiledKernel(
+        functools.partial(fn, sum_of_norms), "Lars"
+    )
+
+
+def can_use(optimizer, grads, variables):
+    """Dense, contiguous torch tensors that match their variable's dtype."""
+    return compile_utils.plain_in_place_update_possible(grads, variables)
+
+
+@torch.no_grad()
+def update_step(optimizer, grads, variables, learning_rate):
+    values = [v.value for v in variables]
+    device = values[0].device
+    # float32 scalars, each a distinct tensor (the graph guards on aliasing).
+    decay, no_decay, coefficient, epsilon = compile_utils.scalars(
+        [
+            optimizer.weight_decay or 0.0,
+            0.0,
+            optimizer.trust_coefficient,
+            optimizer.epsilon,
+        ],
+        torch.float32,
+        device,
+    )
+    no, yes, larc, nesterov = torch.tensor(
+        [False, True, optimizer.larc, optimizer.nesterov], device=device
+    ).unbind()
+    per_dtype = {}
+    for dtype in {p.dtype for p in values}:
+        (momentum,) = compile_utils.scalars([optimizer.momentum], dtype, device)
+        lr = ops.cast(learning_rate, dtype).detach().clone()
+        per_dtype[dtype] = (lr, momentum)
+    with_momentum = bool(optimizer.momentum)
+    kernel = _kernel(optimizer.trust_mode == "sum_of_norms", with_momentum).get(
+        config.torch_compile_enabled()
+    )
+    index = optimizer._get_variable_index
+    for variable, p, g in zip(variables, values, grads):
+        lr, momentum = per_dtype[p.dtype]
+        i = index(variable)
+        options = (
+            decay if optimizer._decays(variable) else no_decay,
+            yes if optimizer._adapts[i] else no,
+            coefficient,
+            epsilon,
+            larc,
+        )
+        if with_momentum:
+            buf = flat(optimizer._momentums[i].value)
+            kernel(flat(p), flat(g), buf, lr, momentum, nesterov, *options)
+        else:
+            kernel(flat(p), flat(g), lr, *options)
