@@ -1,8 +1,10 @@
 """One optimizer step over ~10M float32 parameters, on CPU, side by side.
 
 Times `keras_batchopt.optimizers.Adan` against Keras's Adam and AdamW,
-`optax.adan`, timm's and pytorch_optimizer's Adan, and a memory-copy floor,
-each run the way `model.fit` runs it:
+`optax.adan`, timm's and pytorch_optimizer's Adan; `keras_batchopt`'s Lamb
+against Keras's Lamb, `optax.lamb`, timm's and pytorch_optimizer's Lamb;
+its Lars against `optax.lars`, timm's Lars and pytorch_optimizer's LARS;
+and a memory-copy floor, each run the way `model.fit` runs it:
 
 - JAX: `jax.jit` over `optimizer.stateless_apply` with the trainable and
   optimizer buffers donated (`donate_argnums=(0, 1)`), as Keras's JAX
@@ -21,6 +23,8 @@ Usage (from the repository root):
 
     python benchmarks/optimizer_step.py --backend all --repeats 3 \
         --steps 30 --out benchmarks/results/optimizer_step_cpu.jsonl
+    python benchmarks/optimizer_step.py --backend all --repeats 3 \
+        --steps 30 --only 'lamb|lars|floor' --out /tmp/lamb_lars.jsonl
     python benchmarks/optimizer_step.py \
         --table-only benchmarks/results/optimizer_step_cpu.jsonl
 
@@ -76,6 +80,17 @@ LR = 1e-3
 BETAS = (0.98, 0.92, 0.99)
 EPS = 1e-8
 WEIGHT_DECAY = 0.02
+
+# Lamb hyperparameters shared by every Lamb row (betas (0.9, 0.999) and
+# epsilon are each library's default: 1e-6, Keras 1e-7).
+LAMB_LR = 1e-3
+LAMB_WEIGHT_DECAY = 0.01
+
+# Lars hyperparameters shared by every Lars row (trust coefficient 1e-3,
+# every library's default).
+LARS_LR = 1.0
+LARS_MOMENTUM = 0.9
+LARS_WEIGHT_DECAY = 1e-4
 
 # The reference floor: in-place `a += b` over the same tensors.
 FLOOR_NAME = "floor-torch-foreach_add"
@@ -367,8 +382,131 @@ CONFIGS = [
         states=4,
     ),
 ]
-CONFIGS_BY_NAME = {c["name"]: c for c in CONFIGS}
 BACKEND_ORDER = ("jax", "tensorflow", "torch")
+
+
+def _peer(group, impl, opt, suffix, variant, states):
+    """A peer row, named `<backend>-<impl>-<opt><suffix>` as above."""
+    prefix = {"tensorflow": "tf"}.get(group, group)
+    short = {"pytorch_optimizer": "pto"}.get(impl, impl)
+    return dict(
+        name=f"{prefix}-{short}-{opt}{suffix}",
+        group=group,
+        framework=group,
+        impl=impl,
+        opt=opt,
+        variant=variant,
+        states=states,
+    )
+
+
+def _family(opt, states, peers):
+    """Our `opt` run every way our Adan is run, then its peers, by backend.
+
+    The keras_batchopt rows copy the Adan rows' names (with `adan`
+    replaced by `opt`), variants and options, so that both suites always
+    run the same ways.
+    """
+    ours = [
+        dict(c, name=c["name"].replace("-adan", f"-{opt}", 1), opt=opt)
+        for c in CONFIGS
+        if c["impl"] == "keras_batchopt" and c["opt"] == "adan"
+    ]
+    rows = []
+    for group in BACKEND_ORDER:
+        rows += [dict(c, states=states) for c in ours if c["group"] == group]
+        rows += [c for c in peers if c["group"] == group]
+    return rows
+
+
+# Lamb: Keras's Lamb applies weight decay as a separate decoupled step
+# (outside the trust ratio); the others add it to the Adam direction.
+CONFIGS += _family(
+    "lamb",
+    2,
+    [
+        _peer("jax", "keras", "lamb", "", "jit, donated; decoupled decay", 2),
+        _peer("jax", "optax", "lamb", "", "jit, donated", 2),
+        _peer("tensorflow", "keras", "lamb", "-xla", "XLA; decoupled decay", 2),
+        _peer(
+            "tensorflow",
+            "keras",
+            "lamb",
+            "-graph",
+            "graph (= fit on CPU); decoupled decay",
+            2,
+        ),
+        _peer("torch", "keras", "lamb", "", "eager; decoupled decay", 2),
+        _peer("torch", "timm", "lamb", "-loop", "loop (foreach=False)", 2),
+        _peer("torch", "timm", "lamb", "-foreach", "foreach=True", 2),
+        _peer(
+            "torch",
+            "pytorch_optimizer",
+            "lamb",
+            "-loop",
+            "loop (foreach=False); no bias correction",
+            2,
+        ),
+        _peer(
+            "torch",
+            "pytorch_optimizer",
+            "lamb",
+            "-foreach",
+            "foreach=True; no bias correction",
+            2,
+        ),
+    ],
+)
+# Lars (Keras has none): tensors of rank <= 1 take no trust ratio in ours
+# (the default), optax (masked) and pytorch_optimizer; timm adapts all.
+CONFIGS += _family(
+    "lars",
+    1,
+    [
+        _peer(
+            "jax",
+            "optax",
+            "lars",
+            "",
+            "jit, donated; rank<=1 masked (ratio, decay)",
+            1,
+        ),
+        _peer(
+            "torch",
+            "timm",
+            "lars",
+            "-loop",
+            "loop (foreach=False); adapts every tensor",
+            1,
+        ),
+        _peer(
+            "torch",
+            "timm",
+            "lars",
+            "-foreach",
+            "foreach=True; adapts every tensor",
+            1,
+        ),
+        _peer(
+            "torch",
+            "pytorch_optimizer",
+            "lars",
+            "-loop",
+            "loop (foreach=False); p.grad restored untimed",
+            1,
+        ),
+        _peer(
+            "torch",
+            "pytorch_optimizer",
+            "lars",
+            "-foreach",
+            "foreach=True; p.grad restored untimed",
+            1,
+        ),
+    ],
+)
+CONFIGS_BY_NAME = {c["name"]: c for c in CONFIGS}
+assert len(CONFIGS_BY_NAME) == len(CONFIGS)
 
 
 # ---------------------------------------------------------------------------
@@ -406,10 +544,14 @@ def import_timm_optim(module="adan"):
     `timm.optim` that point at the installed directories and import the
     submodule directly.
     """
-    spec = importlib.util.find_spec("timm")  # does not execute timm
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("timm is not installed")
-    root = list(spec.submodule_search_locations)[0]
+    loaded = sys.modules.get("timm")
+    if loaded is not None and getattr(loaded, "__path__", None):
+        root = list(loaded.__path__)[0]  # the stub (or timm) is loaded
+    else:
+        spec = importlib.util.find_spec("timm")  # does not execute timm
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("timm is not installed")
+        root = list(spec.submodule_search_locations)[0]
     for name, path in (
         ("timm", root),
         ("timm.optim", os.path.join(root, "optim")),
@@ -427,6 +569,17 @@ def _keras_optimizer(keras, cfg):
     if cfg["impl"] == "keras_batchopt":
         import keras_batchopt
 
+        if cfg["opt"] == "lamb":
+            return keras_batchopt.optimizers.Lamb(
+                learning_rate=LAMB_LR, weight_decay=LAMB_WEIGHT_DECAY
+            )
+        if cfg["opt"] == "lars":
+            # Default exclusions: rank <= 1 variables take no trust ratio.
+            return keras_batchopt.optimizers.Lars(
+                learning_rate=LARS_LR,
+                momentum=LARS_MOMENTUM,
+                weight_decay=LARS_WEIGHT_DECAY,
+            )
         return keras_batchopt.optimizers.Adan(
             learning_rate=LR,
             beta_1=BETAS[0],
@@ -442,7 +595,38 @@ def _keras_optimizer(keras, cfg):
         return keras.optimizers.AdamW(
             learning_rate=LR, weight_decay=WEIGHT_DECAY
         )
+    if cfg["opt"] == "lamb":
+        # Keras applies the decay as a separate (decoupled) step.
+        return keras.optimizers.Lamb(
+            learning_rate=LAMB_LR, weight_decay=LAMB_WEIGHT_DECAY
+        )
     raise ValueError(cfg)
+
+
+def _optax_transform(optax, cfg):
+    if cfg["opt"] == "lamb":
+        return optax.lamb(LAMB_LR, weight_decay=LAMB_WEIGHT_DECAY)
+    if cfg["opt"] == "lars":
+
+        def rank_at_least_two(params):
+            # Our Lars's default: rank <= 1 tensors take no trust ratio.
+            return [p.ndim > 1 for p in params]
+
+        return optax.lars(
+            LARS_LR,
+            weight_decay=LARS_WEIGHT_DECAY,
+            weight_decay_mask=rank_at_least_two,
+            trust_ratio_mask=rank_at_least_two,
+            momentum=LARS_MOMENTUM,
+        )
+    return optax.adan(
+        learning_rate=LR,
+        b1=BETAS[0],
+        b2=BETAS[1],
+        b3=BETAS[2],
+        eps=EPS,
+        weight_decay=WEIGHT_DECAY,
+    )
 
 
 def _setup_jax(cfg, params, grads):
@@ -467,14 +651,7 @@ def _setup_jax(cfg, params, grads):
     if cfg["impl"] == "optax":
         import optax
 
-        tx = optax.adan(
-            learning_rate=LR,
-            b1=BETAS[0],
-            b2=BETAS[1],
-            b3=BETAS[2],
-            eps=EPS,
-            weight_decay=WEIGHT_DECAY,
-        )
+        tx = _optax_transform(optax, cfg)
         p = [jnp.asarray(x) for x in params]
         s = tx.init(p)
 
@@ -489,7 +666,8 @@ def _setup_jax(cfg, params, grads):
             state["p"], state["s"] = jitted(state["p"], state["s"], g)
             jax.block_until_ready((state["p"], state["s"]))
 
-        info["note"] = "decoupled (AdamW-style) decay only"
+        if cfg["opt"] == "adan":
+            info["note"] = "decoupled (AdamW-style) decay only"
         return step, info
 
     import keras
@@ -573,7 +751,9 @@ def _setup_torch(cfg, params, grads):
         ps = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in params]
         for p, grad in zip(ps, g):
             p.grad = grad
-        if cfg["impl"] == "timm":
+        if cfg["opt"] in ("lamb", "lars"):
+            opt = _torch_peer(cfg, ps, foreach)
+        elif cfg["impl"] == "timm":
             adan = import_timm_optim("adan")
             opt = adan.Adan(
                 ps,
@@ -601,6 +781,18 @@ def _setup_torch(cfg, params, grads):
             with torch.no_grad():
                 opt.step()
 
+        if cfg["impl"] == "pytorch_optimizer" and cfg["opt"] == "lars":
+            # pytorch_optimizer's LARS overwrites p.grad (with the momentum
+            # buffer, among others); give each parameter its own copy and
+            # restore it before every step, outside the timed call.
+            own = [grad.clone() for grad in g]
+            for p, grad in zip(ps, own):
+                p.grad = grad
+
+            def prepare():
+                torch._foreach_copy_(own, g)
+
+            step.prepare = prepare
         return step, info
 
     import keras
@@ -630,13 +822,64 @@ def _setup_torch(cfg, params, grads):
     def after():
         if cfg["impl"] != "keras_batchopt":
             return
-        from keras_batchopt.src.backend.torch.optimizers import torch_adan
-
-        kernel = torch_adan._kernel
+        kernel = _torch_kernel(opt)
         info["torch_compile_failed"] = bool(kernel._failed)
 
     step.after = after
     return step, info
+
+
+def _torch_peer(cfg, ps, foreach):
+    """timm's or pytorch_optimizer's Lamb or Lars over parameters `ps`."""
+    if cfg["impl"] == "timm" and cfg["opt"] == "lamb":
+        # No global gradient-norm clipping (timm clips to 1.0 by default).
+        return import_timm_optim("lamb").Lamb(
+            ps,
+            lr=LAMB_LR,
+            weight_decay=LAMB_WEIGHT_DECAY,
+            max_grad_norm=None,
+            foreach=foreach,
+        )
+    if cfg["impl"] == "timm":
+        # Adapts (and decays) every tensor, since weight_decay != 0.
+        return import_timm_optim("lars").Lars(
+            ps,
+            lr=LARS_LR,
+            momentum=LARS_MOMENTUM,
+            weight_decay=LARS_WEIGHT_DECAY,
+            foreach=foreach,
+        )
+    from pytorch_optimizer import LARS
+    from pytorch_optimizer import Lamb
+
+    if cfg["opt"] == "lamb":
+        # Decay added to the update inside the trust ratio, as ours; no
+        # bias correction (the paper's v3), weight norm clamped at 10.
+        return Lamb(
+            ps,
+            lr=LAMB_LR,
+            weight_decay=LAMB_WEIGHT_DECAY,
+            weight_decouple=False,
+            foreach=foreach,
+        )
+    # Tensors of rank <= 1 take neither trust ratio nor decay.
+    return LARS(
+        ps,
+        lr=LARS_LR,
+        momentum=LARS_MOMENTUM,
+        weight_decay=LARS_WEIGHT_DECAY,
+        foreach=foreach,
+    )
+
+
+def _torch_kernel(opt):
+    """The `CompiledKernel` that our optimizer's torch fast path runs."""
+    module = importlib.import_module(opt._fast_path_modules["torch"])
+    if hasattr(opt, "trust_mode"):  # Lars: one kernel per mode
+        return module._kernel(
+            opt.trust_mode == "sum_of_norms", bool(opt.momentum)
+        )
+    return module._kernel
 
 
 def run_child(name, steps, warmup):
@@ -657,10 +900,15 @@ def run_child(name, steps, warmup):
     gc.collect()
     setup_s = time.perf_counter() - t_setup
 
+    # Untimed work before each step (restoring gradients that a peer
+    # overwrites); it does count in the own/foreign CPU of the timed loop.
+    prepare = getattr(step, "prepare", lambda: None)
+    prepare()
     t0 = time.perf_counter()
     step()
     first_call_s = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
+        prepare()
         step()
 
     times = []
@@ -668,6 +916,7 @@ def run_child(name, steps, warmup):
     wait0 = runqueue_wait_s()
     busy0, own0, wall0 = cpu_busy_s(), own_cpu_s(), time.perf_counter()
     for _ in range(steps):
+        prepare()
         t = time.perf_counter()
         step()
         times.append((time.perf_counter() - t) * 1e3)
@@ -985,7 +1234,8 @@ def header_lines(rows):
     steps = sorted({r["steps"] for r in rows if "steps" in r})
     warmups = sorted({r["warmup"] for r in rows if "warmup" in r})
     nices = sorted({str(r.get("nice")) for r in rows if "run" in r})
-    return [
+    opts = _row_opts(rows)
+    lines = [
         "- machine: "
         f"{_cpu_model()}, {os.cpu_count()} cores, "
         f"{_read_meminfo_gib():.1f} GiB RAM, {platform.system()} "
@@ -1013,11 +1263,45 @@ def header_lines(rows):
         f"({4 * N_PARAMS / 1e6:.1f} MB per copy); {THREADS} threads "
         "(OMP_NUM_THREADS, torch.set_num_threads, TF intra/inter-op); "
         f"benchmark processes at nice {'/'.join(nices)} (None = inherited)",
-        f"- Adan rows: lr {LR}, betas {BETAS}, eps {EPS}, weight_decay "
-        f"{WEIGHT_DECAY}, proximal decay (no_prox=False) except optax "
-        "(decoupled decay only); Adam lr 1e-3; AdamW lr 1e-3, "
-        f"weight_decay {WEIGHT_DECAY}",
     ]
+    if opts & {"adan", "adam", "adamw"} or not opts:
+        lines.append(
+            f"- Adan rows: lr {LR}, betas {BETAS}, eps {EPS}, weight_decay "
+            f"{WEIGHT_DECAY}, proximal decay (no_prox=False) except optax "
+            "(decoupled decay only); Adam lr 1e-3; AdamW lr 1e-3, "
+            f"weight_decay {WEIGHT_DECAY}"
+        )
+    if "lamb" in opts:
+        lines.append(
+            f"- Lamb rows: lr {LAMB_LR}, betas (0.9, 0.999), weight_decay "
+            f"{LAMB_WEIGHT_DECAY} on every tensor, added to the update "
+            "inside the trust ratio (ours, optax, timm with "
+            "max_grad_norm=None, pytorch_optimizer with "
+            "weight_decouple=False), except Keras (decoupled decay, outside "
+            "the trust ratio); eps 1e-6 (Keras 1e-7); pytorch_optimizer has "
+            "no bias correction and clamps the weight norm at 10"
+        )
+    if "lars" in opts:
+        lines.append(
+            f"- Lars rows: lr {LARS_LR}, momentum {LARS_MOMENTUM}, "
+            f"weight_decay {LARS_WEIGHT_DECAY}, trust coefficient 1e-3; "
+            "tensors of rank <= 1 take no trust ratio in ours (the default "
+            "exclusion; decay on every tensor), optax (trust_ratio_mask, "
+            "weight_decay_mask) and pytorch_optimizer (built in, no decay "
+            "either); timm adapts and decays every tensor; ratio "
+            "||w|| / ||g + wd w|| (ours, optax) or "
+            "||w|| / (||g|| + wd ||w||) (timm, pytorch_optimizer)"
+        )
+    return lines
+
+
+def _row_opts(rows):
+    """The optimizers (`opt` of the configurations) present in `rows`."""
+    return {
+        CONFIGS_BY_NAME[r["config"]]["opt"]
+        for r in rows
+        if r.get("config") in CONFIGS_BY_NAME
+    }
 
 
 def aggregate(rows):
@@ -1083,7 +1367,13 @@ def render(rows):
     def floor_ms(nbytes):
         return nbytes / (floor_gbps * 1e9) * 1e3 if floor_gbps else None
 
-    lines = ["# Optimizer step on CPU: keras_batchopt Adan vs peers", ""]
+    opts = _row_opts(rows)
+    ours = [o for o in ("adan", "lamb", "lars") if o in opts] or ["adan"]
+    names = [o.capitalize() for o in ours]
+    if len(names) > 1:
+        names = [", ".join(names[:-1]) + " and " + names[-1]]
+    lines = [f"# Optimizer step on CPU: keras_batchopt {names[0]} vs peers"]
+    lines.append("")
     lines += header_lines(rows)
     lines.append("")
     if floor_gbps:
@@ -1092,8 +1382,10 @@ def render(rows):
             f"**{floor['median_ms']:.2f} ms** for "
             f"{floor['bytes'] / 1e6:.1f} MB = **{floor_gbps:.1f} GB/s**. "
             "Bytes moved per step = (3 + 2 S) x 4 B x N, so the floor is "
+            f"**{floor_ms(bytes_per_step(1)):.2f} ms** for Lars "
+            f"(S=1, {bytes_per_step(1) / 1e6:.0f} MB), "
             f"**{floor_ms(bytes_per_step(2)):.2f} ms** for Adam/AdamW "
-            f"(S=2, {bytes_per_step(2) / 1e6:.0f} MB) and "
+            f"and Lamb (S=2, {bytes_per_step(2) / 1e6:.0f} MB) and "
             f"**{floor_ms(bytes_per_step(4)):.2f} ms** for Adan "
             f"(S=4, {bytes_per_step(4) / 1e6:.0f} MB). "
             "x floor = ms / (bytes / floor GB/s)."
@@ -1210,35 +1502,65 @@ def render(rows):
     return "\n".join(lines) + "\n"
 
 
+# Our rows checked by the targets: (label, backend, name with {} = opt).
+TARGET_ROWS = [
+    ("JAX (jit, donated)", "jax", "jax-batchopt-{}"),
+    ("TensorFlow XLA", "tensorflow", "tf-batchopt-{}-xla"),
+    ("TensorFlow graph (= fit on CPU)", "tensorflow", "tf-batchopt-{}-graph"),
+    (
+        "torch (fast path, torch.compile)",
+        "torch",
+        "torch-batchopt-{}-compiled",
+    ),
+    (
+        "torch (fast path, torch.compile, private Inductor cache)",
+        "torch",
+        "torch-batchopt-{}-compiled-fresh",
+    ),
+    ("torch (fast path, eager)", "torch", "torch-batchopt-{}-eager"),
+]
+
+
 def _targets(agg, floor_ms):
-    """Checks the issue's two targets from the aggregated numbers."""
+    """Checks the targets from the aggregated numbers.
+
+    Adan: the issue's two targets. Lamb and Lars: the same floor target,
+    and whether each of our rows beats every peer row of its backend.
+    """
 
     def ms(name):
         return agg.get(name, {}).get("median_ms")
 
     out = ["## Targets (computed from the table)", ""]
-    adan_floor = floor_ms(bytes_per_step(4)) if floor_ms(1) else None
-    if adan_floor is None:
+    if not floor_ms(1):
         out.append("No floor row: targets not evaluated.")
         return out
-    ours = [
-        ("JAX (jit, donated)", "jax-batchopt-adan"),
-        ("TensorFlow XLA", "tf-batchopt-adan-xla"),
-        ("TensorFlow graph (= fit on CPU)", "tf-batchopt-adan-graph"),
-        ("torch (fast path, torch.compile)", "torch-batchopt-adan-compiled"),
-        (
-            "torch (fast path, torch.compile, private Inductor cache)",
-            "torch-batchopt-adan-compiled-fresh",
-        ),
-        ("torch (fast path, eager)", "torch-batchopt-adan-eager"),
-    ]
-    out.append(
+    ours = {
+        e.get("opt") for e in agg.values() if e.get("impl") == "keras_batchopt"
+    }
+    headed = bool(ours & {"lamb", "lars"})
+    if "adan" in ours or not headed:
+        if headed:
+            out += ["### Adan", ""]
+        out += _adan_targets(ms, floor_ms(bytes_per_step(4)))
+    for opt, states in (("lamb", 2), ("lars", 1)):
+        if opt in ours:
+            out += ([""] if headed and out[-1] else []) + [
+                f"### {opt.capitalize()}",
+                "",
+            ]
+            out += _family_targets(agg, opt, floor_ms(bytes_per_step(states)))
+    return out
+
+
+def _adan_targets(ms, adan_floor):
+    out = [
         f"Target 1, Adan step <= 2.0x its bytes-moved floor "
-        f"({adan_floor:.2f} ms, so <= {2 * adan_floor:.2f} ms):"
-    )
-    out.append("")
-    for label, name in ours:
-        m = ms(name)
+        f"({adan_floor:.2f} ms, so <= {2 * adan_floor:.2f} ms):",
+        "",
+    ]
+    for label, _, pattern in TARGET_ROWS:
+        m = ms(pattern.format("adan"))
         if m is None:
             continue
         ratio = m / adan_floor
@@ -1274,6 +1596,51 @@ def _targets(agg, floor_ms):
         out.append(
             f"- {label}: ours {m:.1f} ms vs {best_name} {best:.1f} ms "
             f"= {best / m:.2f}x speed-up -> {verdict}"
+        )
+    return out
+
+
+def _family_targets(agg, opt, floor):
+    """Lamb/Lars: floor target and fastest peer row per backend."""
+    name = opt.capitalize()
+    rows = [
+        (label, group, agg[pattern.format(opt)]["median_ms"])
+        for label, group, pattern in TARGET_ROWS
+        if agg.get(pattern.format(opt), {}).get("median_ms") is not None
+    ]
+    out = [
+        f"Target 1, {name} step <= 2.0x its bytes-moved floor "
+        f"({floor:.2f} ms, so <= {2 * floor:.2f} ms):",
+        "",
+    ]
+    for label, _, m in rows:
+        ratio = m / floor
+        verdict = "met" if ratio <= 2.0 else "NOT met"
+        out.append(f"- {label}: {m:.1f} ms = {ratio:.2f}x -> {verdict}")
+    out += [
+        "",
+        f"Target 2, faster than every peer {name} row on the same backend:",
+        "",
+    ]
+    for label, group, m in rows:
+        peers = sorted(
+            (e["median_ms"], n)
+            for n, e in agg.items()
+            if e.get("opt") == opt
+            and e.get("group") == group
+            and e.get("impl") not in ("keras_batchopt", "floor")
+            and e.get("median_ms") is not None
+        )
+        if not peers:
+            out.append(f"- {label}: ours {m:.1f} ms; no peer row on {group}")
+            continue
+        best, best_name = peers[0]
+        verdict = "met" if m < best else "NOT met"
+        out.append(
+            f"- {label}: ours {m:.1f} ms vs fastest peer {best_name} "
+            f"{best:.1f} ms (of {len(peers)} peer row"
+            f"{'s' if len(peers) > 1 else ''}) = {best / m:.2f}x "
+            f"speed-up -> {verdict}"
         )
     return out
 

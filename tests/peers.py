@@ -1,27 +1,32 @@
 """Importers for test-only peer libraries."""
 
+import importlib
 import importlib.util
 import os
 import sys
 import types
 
 
-def timm_adan():
-    """timm.optim.adan.Adan without running timm/__init__.py.
+def timm_optimizer(module, name):
+    """`timm.optim.<module>.<name>` without running timm/__init__.py.
 
     timm imports torchvision at package import, and torchvision does not
     install beside the CPU torch wheel (perf-baseline doc, section 1.3). The
-    optimizer module itself needs only torch, so register bare parent
+    optimizer modules themselves need only torch, so register bare parent
     packages and import the module directly.
     """
-    if "timm.optim.adan" not in sys.modules:
+    full_name = f"timm.optim.{module}"
+    if full_name not in sys.modules:
         spec = importlib.util.find_spec("timm")
         if spec is None:
             raise ImportError("timm is not installed")
         root = os.path.dirname(spec.origin)
-        for name, path in (("timm", root), ("timm.optim", f"{root}/optim")):
-            if name not in sys.modules:
-                package = types.ModuleType(name)
+        for package_name, path in (
+            ("timm", root),
+            ("timm.optim", f"{root}/optim"),
+        ):
+            if package_name not in sys.modules:
+                package = types.ModuleType(package_name)
                 package.__path__ = [path]
-                sys.modules[name] = package
-    return importlib.import_module("timm.optim.adan").Adan
+                sys.modules[package_name] = package
+    return getattr(importlib.import_module(full_name), name)

@@ -9,6 +9,8 @@ exclusion, schedules, stateless apply, fast-path equality) by adding one
 import dataclasses
 
 from keras_batchopt.optimizers import Adan
+from keras_batchopt.optimizers import Lamb
+from keras_batchopt.optimizers import Lars
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,56 @@ CASES = [
             weight_decay=0.05,
             no_prox=True,
             restart_every=3,
+        ),
+    ),
+    # The decay-exclusion contract test excludes v1 and v3 from decay; an
+    # explicit adaptation list keeps the runs it compares consistent.
+    OptimizerCase(
+        "lamb",
+        Lamb,
+        dict(
+            learning_rate=0.01,
+            weight_decay=0.05,
+            exclude_from_layer_adaptation=["v1"],
+        ),
+    ),
+    OptimizerCase(
+        "lamb_lambc_no_bias_correction",
+        Lamb,
+        dict(
+            learning_rate=0.01,
+            weight_decay=0.05,
+            max_trust_ratio=1.0,
+            bias_correction=False,
+            exclude_from_layer_adaptation=[],
+        ),
+    ),
+    OptimizerCase(
+        "lars",
+        Lars,
+        dict(learning_rate=0.5, weight_decay=0.05, trust_coefficient=0.02),
+    ),
+    OptimizerCase(
+        "lars_nesterov_larc_sum_of_norms",
+        Lars,
+        dict(
+            learning_rate=0.05,
+            weight_decay=0.05,
+            nesterov=True,
+            larc=True,
+            trust_mode="sum_of_norms",
+            epsilon=1e-8,
+            exclude_from_layer_adaptation=[],
+        ),
+    ),
+    OptimizerCase(
+        "lars_no_momentum",
+        Lars,
+        dict(
+            learning_rate=0.1,
+            momentum=0.0,
+            weight_decay=0.05,
+            trust_coefficient=0.02,
         ),
     ),
 ]

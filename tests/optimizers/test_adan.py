@@ -12,66 +12,30 @@ import pytest
 
 from keras_batchopt.optimizers import Adan
 from tests.conftest import to_numpy
+from tests.optimizers import oracle_harness as harness
+from tests.optimizers.oracle_harness import ATOL
+from tests.optimizers.oracle_harness import RTOL
+from tests.optimizers.oracle_harness import assert_trajectories_close
+from tests.optimizers.oracle_harness import max_rel_error
+from tests.optimizers.oracle_harness import run_numpy
 from tests.references.adan_numpy import VARIANTS
 from tests.references.adan_numpy import AdanNumpy
 
 SHAPES = [(7,), (5, 3), (2, 3, 3, 2)]
 STEPS = 60
-RTOL = 1e-5
-ATOL = 1e-6
 
 
 def gradient_sequence(steps, seed=0, scale=1.0):
-    rng = np.random.RandomState(seed)
-    return [
-        [(rng.randn(*s) * scale).astype("float32") for s in SHAPES]
-        for _ in range(steps)
-    ]
+    return harness.gradient_sequence(SHAPES, steps, seed, scale)
 
 
 def initial_params(seed=1):
-    rng = np.random.RandomState(seed)
-    return [rng.randn(*s).astype("float32") for s in SHAPES]
+    return harness.initial_params(SHAPES, seed)
 
 
 def run_keras(optimizer, grads_seq, params=None, lr_fn=None):
     params = initial_params() if params is None else params
-    variables = [keras.Variable(p, name=f"w{i}") for i, p in enumerate(params)]
-    trajectory = []
-    for step, grads in enumerate(grads_seq):
-        if lr_fn is not None:
-            optimizer.learning_rate = lr_fn(step)
-        optimizer.apply(
-            [keras.ops.convert_to_tensor(g) for g in grads], variables
-        )
-        trajectory.append([to_numpy(v) for v in variables])
-    return trajectory, variables
-
-
-def run_numpy(reference, grads_seq, lr_fn):
-    trajectory = []
-    for step, grads in enumerate(grads_seq):
-        reference.step(grads, lr_fn(step))
-        trajectory.append([p.copy() for p in reference.params])
-    return trajectory
-
-
-def max_rel_error(ours, oracle):
-    worst = 0.0
-    for step_ours, step_oracle in zip(ours, oracle):
-        for a, b in zip(step_ours, step_oracle):
-            err = np.abs(a - b) / (ATOL + RTOL * np.abs(b))
-            worst = max(worst, float(np.max(err)))
-    return worst
-
-
-def assert_trajectories_close(ours, oracle):
-    assert len(ours) == len(oracle)
-    for step, (step_ours, step_oracle) in enumerate(zip(ours, oracle)):
-        for a, b in zip(step_ours, step_oracle):
-            np.testing.assert_allclose(
-                a, b, rtol=RTOL, atol=ATOL, err_msg=f"step {step + 1}"
-            )
+    return harness.run_keras(optimizer, grads_seq, params, lr_fn)
 
 
 CONFIGS = {

@@ -8,32 +8,19 @@ each is an independent oracle. timm's Adan has no max_grad_norm.
 import pytest
 
 from keras_batchopt.optimizers import Adan
+from tests.optimizers.oracle_harness import assert_trajectories_close
+from tests.optimizers.oracle_harness import run_torch_peer
 from tests.optimizers.test_adan import CONFIGS
 from tests.optimizers.test_adan import STEPS
-from tests.optimizers.test_adan import assert_trajectories_close
 from tests.optimizers.test_adan import gradient_sequence
 from tests.optimizers.test_adan import initial_params
 from tests.optimizers.test_adan import run_keras
 
 
-def _torch_peer_trajectory(peer_cls, kwargs, grads_seq, lr):
-    import torch
-
-    params = [torch.nn.Parameter(torch.tensor(p)) for p in initial_params()]
-    peer = peer_cls(params, lr=lr, **kwargs)
-    trajectory = []
-    for grads in grads_seq:
-        for p, g in zip(params, grads):
-            p.grad = torch.tensor(g)
-        peer.step()
-        trajectory.append([p.detach().numpy().copy() for p in params])
-    return trajectory
-
-
 def _peers():
     from pytorch_optimizer import Adan as PyoptAdan
 
-    from tests.peers import timm_adan
+    from tests.peers import timm_optimizer
 
     def pyopt(no_prox, max_grad_norm):
         return PyoptAdan, dict(
@@ -45,7 +32,9 @@ def _peers():
     def timm(no_prox, max_grad_norm):
         if max_grad_norm:
             return None  # timm's Adan has no max_grad_norm
-        return timm_adan(), dict(no_prox=no_prox, foreach=False)
+        return timm_optimizer("adan", "Adan"), dict(
+            no_prox=no_prox, foreach=False
+        )
 
     return {"pytorch_optimizer": pyopt, "timm": timm}
 
@@ -83,6 +72,10 @@ def test_matches_torch_peer(peer, name):
         weight_decay=config.get("weight_decay", 0.0),
     )
     grads_seq = gradient_sequence(STEPS, scale=3.0 if "clip" in name else 1.0)
-    oracle = _torch_peer_trajectory(peer_cls, peer_kwargs, grads_seq, lr)
+    oracle = run_torch_peer(
+        lambda params: peer_cls(params, lr=lr, **peer_kwargs),
+        initial_params(),
+        grads_seq,
+    )
     ours, _ = run_keras(Adan(learning_rate=lr, **config), grads_seq)
     assert_trajectories_close(ours, oracle)

@@ -59,6 +59,15 @@ def assert_close(a, b, rtol, atol):
             )
 
 
+def _atol(case):
+    """Element-wise kernels repeat the generic operations exactly; kernels
+    that take norms sum in another order (Inductor splits a reduction over
+    threads), so their ratio can differ by an ulp, and a variable near 0
+    after cancellation by a few ulp of its O(1) terms (1 ulp of 1.0 is
+    1.2e-7 in float32)."""
+    return 3e-7 if case.cls.__name__ in ("Lamb", "Lars") else 1e-7
+
+
 def spy(case, monkeypatch):
     module = case.cls._fast_path_modules["torch"]
     return spy_on(module, "update_step", monkeypatch)
@@ -72,7 +81,7 @@ def test_fast_path_equals_generic(case, mode, monkeypatch):
     assert len(calls) == STEPS, "the fast path did not run"
     generic = run(case, "generic")
     assert len(calls) == STEPS, "the fast path ran while disabled"
-    assert_close(fast, generic, rtol=1e-6, atol=1e-7)
+    assert_close(fast, generic, rtol=1e-6, atol=_atol(case))
 
 
 @pytest.mark.parametrize("case", FAST_CASES, ids=str)
@@ -128,21 +137,21 @@ def test_switch_functions():
     assert keras_batchopt.config.fast_paths_enabled()
 
 
-def test_one_compiled_graph_serves_all_shapes_and_options():
+@pytest.mark.parametrize("case", FAST_CASES, ids=str)
+def test_one_compiled_graph_serves_all_shapes_and_options(case):
     """Recompiles would cost seconds each and, past Dynamo's cache limit,
-    silently fall back to eager: shapes, ranks, decay modes and steps must
-    all share one graph (plus one for size-1 tensors, which Dynamo always
-    specializes)."""
+    silently fall back to eager: shapes, ranks, per-variable options and
+    steps must all share one graph (plus one for size-1 tensors, which
+    Dynamo always specializes)."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
     keras_batchopt.config.set_torch_compile(True)
-    for case in FAST_CASES:
-        for shapes in ([(3,), (4, 5)], [(2, 3, 4, 5), (7, 2)], [(1,), (6,)]):
-            variables = [keras.Variable(np.ones(s, "float32")) for s in shapes]
-            optimizer = case.make()
-            optimizer.exclude_from_weight_decay(var_list=variables[:1])
-            for _ in range(3):
-                optimizer.apply([keras.ops.ones(s) for s in shapes], variables)
+    for shapes in ([(3,), (4, 5)], [(2, 3, 4, 5), (7, 2)], [(1,), (6,)]):
+        variables = [keras.Variable(np.ones(s, "float32")) for s in shapes]
+        optimizer = case.make()
+        optimizer.exclude_from_weight_decay(var_list=variables[:1])
+        for _ in range(3):
+            optimizer.apply([keras.ops.ones(s) for s in shapes], variables)
     assert counters["stats"]["unique_graphs"] <= 2

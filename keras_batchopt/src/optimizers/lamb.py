@@ -54,9 +54,10 @@ class Lamb(BatchOptimizer):
         exclude_from_layer_adaptation: which variables take `r = 1`:
             `None` (default) excludes exactly the variables excluded from
             weight decay, as TensorFlow Addons does; a list of regular
-            expressions is searched in each variable's path (for example
-            `["bias", "norm"]`; `[]` adapts every variable, as `optax.lamb`
-            does); a callable takes a `keras.Variable` and returns True to
+            expressions is searched in each variable's path
+            (`variable.path`, such as `"sequential/dense/bias"`): for
+            example `["bias", "norm"]`, or `[]` to adapt every variable as
+            `optax.lamb` does; a callable takes a `keras.Variable` and returns True to
             exclude it (register it with
             `keras.saving.register_keras_serializable` to save the
             optimizer).

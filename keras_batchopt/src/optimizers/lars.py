@@ -69,7 +69,8 @@ class Lars(BatchOptimizer):
             `None` (default) excludes every variable of rank <= 1 (biases,
             normalization scales and offsets), as SimCLR's exclusion of
             batch-norm and bias variables does in practice; a list of
-            regular expressions is searched in each variable's path and
+            regular expressions is searched in each variable's path
+            (`variable.path`, such as `"sequential/dense/bias"`) and
             *replaces* the rank rule (`[]` adapts every variable, as
             `optax.lars` does); a callable takes a `keras.Variable` and
             returns True to exclude it (register it with

@@ -2,7 +2,7 @@
 
 `exclude_from_layer_adaptation` is given as `None` (the optimizer's default
 rule), a list of regular expressions searched in each variable's path
-(`"dense_1/bias"`), or a callable that takes a `keras.Variable` and returns
+(`"sequential/dense_1/bias"`), or a callable that takes a `keras.Variable` and returns
 True to exclude it. The choice is resolved once per variable in `build()`,
 where variables still carry their Keras paths, into a tuple of booleans.
 """
