@@ -15,8 +15,7 @@ def timm_optimizer(module, name):
     optimizer modules themselves need only torch, so register bare parent
     packages and import the module directly.
     """
-    full_name = f"timm.optim.{module}"
-    if full_name not in sys.modules:
+    if "timm" not in sys.modules:
         spec = importlib.util.find_spec("timm")
         if spec is None:
             raise ImportError("timm is not installed")
@@ -25,8 +24,8 @@ def timm_optimizer(module, name):
             ("timm", root),
             ("timm.optim", f"{root}/optim"),
         ):
-            if package_name not in sys.modules:
-                package = types.ModuleType(package_name)
-                package.__path__ = [path]
-                sys.modules[package_name] = package
+            package = types.ModuleType(package_name)
+            package.__path__ = [path]
+            sys.modules[package_name] = package
+    full_name = f"timm.optim.{module}"
     return getattr(importlib.import_module(full_name), name)
