@@ -8,6 +8,7 @@ parameters after every step.
 
 import keras
 import numpy as np
+import pytest
 
 from tests.conftest import to_numpy
 
@@ -116,3 +117,14 @@ def assert_trajectories_close(ours, oracle, rtol=RTOL, atol=ATOL):
                 atol=atol,
                 err_msg=f"step {step + 1}, variable w{i}",
             )
+
+
+def assert_clear_error(cls, kwargs, name, fragment):
+    """`cls(**kwargs)` raises a ValueError that names the argument, says
+    what is allowed (`fragment`) and shows the value received."""
+    with pytest.raises(ValueError) as info:
+        cls(**kwargs)
+    message = str(info.value)
+    assert f"`{name}`" in message
+    assert f"Received: {name}=" in message
+    assert fragment in message

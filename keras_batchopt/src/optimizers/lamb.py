@@ -57,8 +57,8 @@ class Lamb(BatchOptimizer):
             expressions is searched in each variable's path
             (`variable.path`, such as `"sequential/dense/bias"`): for
             example `["bias", "norm"]`, or `[]` to adapt every variable as
-            `optax.lamb` does; a callable takes a `keras.Variable` and returns True to
-            exclude it (register it with
+            `optax.lamb` does; a callable takes a `keras.Variable` and
+            returns True to exclude it (register it with
             `keras.saving.register_keras_serializable` to save the
             optimizer).
         max_trust_ratio: `None` (default) or a float > 0 that caps the trust
@@ -133,10 +133,8 @@ class Lamb(BatchOptimizer):
         self.beta_1 = validation.check_beta("beta_1", beta_1)
         self.beta_2 = validation.check_beta("beta_2", beta_2)
         self.epsilon = validation.check_positive("epsilon", epsilon)
-        self.exclude_from_layer_adaptation = layer_adaptation.check_exclusions(
-            layer_adaptation.deserialize_exclusions(
-                exclude_from_layer_adaptation
-            )
+        self.exclude_from_layer_adaptation = layer_adaptation.from_argument(
+            exclude_from_layer_adaptation
         )
         if max_trust_ratio is not None:
             max_trust_ratio = validation.check_positive(
@@ -153,7 +151,6 @@ class Lamb(BatchOptimizer):
         super().build(var_list)
         self._momentums = []
         self._velocities = []
-        adapts = []
         for variable in var_list:
             self._momentums.append(
                 self.add_variable_from_reference(variable, "momentum")
@@ -161,15 +158,12 @@ class Lamb(BatchOptimizer):
             self._velocities.append(
                 self.add_variable_from_reference(variable, "velocity")
             )
-            adapts.append(
-                not layer_adaptation.is_excluded(
-                    self.exclude_from_layer_adaptation,
-                    variable,
-                    default_rule=lambda v: not self._use_weight_decay(v),
-                )
-            )
         # Static per-variable configuration, fixed at build time.
-        self._adapts = tuple(adapts)
+        self._adapts = layer_adaptation.adapt_flags(
+            self.exclude_from_layer_adaptation,
+            var_list,
+            default_rule=lambda v: not self._use_weight_decay(v),
+        )
 
     def _step_coefficients(self, learning_rate, dtype):
         """Scalars of this step, shared by the generic and fast paths."""

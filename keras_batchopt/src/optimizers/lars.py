@@ -156,10 +156,8 @@ class Lars(BatchOptimizer):
         self.trust_mode = validation.check_one_of(
             "trust_mode", trust_mode, TRUST_MODES
         )
-        self.exclude_from_layer_adaptation = layer_adaptation.check_exclusions(
-            layer_adaptation.deserialize_exclusions(
-                exclude_from_layer_adaptation
-            )
+        self.exclude_from_layer_adaptation = layer_adaptation.from_argument(
+            exclude_from_layer_adaptation
         )
         self.larc = validation.check_bool("larc", larc)
 
@@ -174,13 +172,10 @@ class Lars(BatchOptimizer):
                     self.add_variable_from_reference(variable, "momentum")
                 )
         # Static per-variable configuration, fixed at build time.
-        self._adapts = tuple(
-            not layer_adaptation.is_excluded(
-                self.exclude_from_layer_adaptation,
-                variable,
-                default_rule=rank_at_most_one,
-            )
-            for variable in var_list
+        self._adapts = layer_adaptation.adapt_flags(
+            self.exclude_from_layer_adaptation,
+            var_list,
+            default_rule=rank_at_most_one,
         )
 
     def _ratio(self, variable, gradient, decayed_gradient, weight_decay, lr):

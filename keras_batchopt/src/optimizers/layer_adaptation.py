@@ -2,9 +2,10 @@
 
 `exclude_from_layer_adaptation` is given as `None` (the optimizer's default
 rule), a list of regular expressions searched in each variable's path
-(`"sequential/dense_1/bias"`), or a callable that takes a `keras.Variable` and returns
-True to exclude it. The choice is resolved once per variable in `build()`,
-where variables still carry their Keras paths, into a tuple of booleans.
+(`"sequential/dense_1/bias"`), or a callable that takes a `keras.Variable`
+and returns True to exclude it. The choice is resolved once per variable in
+`build()`, where variables still carry their Keras paths, into a tuple of
+booleans.
 """
 
 import re
@@ -43,6 +44,19 @@ def check_exclusions(value):
                 f"({error}). Received: exclude_from_layer_adaptation={value!r}"
             ) from None
     return list(value)
+
+
+def from_argument(value):
+    """The constructor argument, validated (a config dict is deserialized)."""
+    return check_exclusions(deserialize_exclusions(value))
+
+
+def adapt_flags(exclusions, variables, default_rule):
+    """A tuple with True for each variable that takes the trust ratio."""
+    return tuple(
+        not is_excluded(exclusions, variable, default_rule)
+        for variable in variables
+    )
 
 
 def is_excluded(exclusions, variable, default_rule):

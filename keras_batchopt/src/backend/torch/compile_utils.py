@@ -85,6 +85,13 @@ def plain_in_place_update_possible(grads, variables):
     return True
 
 
+def can_use(optimizer, grads, variables):
+    """The `can_use` of every in-place torch fast path: dense, contiguous
+    torch tensors that match their variable's dtype, outside a stateless
+    scope (see `plain_in_place_update_possible`)."""
+    return plain_in_place_update_possible(grads, variables)
+
+
 def global_norm_clip_factor(grads, max_norm, epsilon):
     """Torch twin of `ops.clipping.global_norm_clip_factor`, without temps."""
     norms = torch._foreach_norm([g.float() for g in grads])

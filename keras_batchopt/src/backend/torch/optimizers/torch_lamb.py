@@ -51,9 +51,7 @@ def _lamb_kernel(
 _kernel = compile_utils.CompiledKernel(_lamb_kernel, "Lamb")
 
 
-def can_use(optimizer, grads, variables):
-    """Dense, contiguous torch tensors that match their variable's dtype."""
-    return compile_utils.plain_in_place_update_possible(grads, variables)
+can_use = compile_utils.can_use
 
 
 @torch.no_grad()

@@ -61,9 +61,7 @@ def _kernel(sum_of_norms, with_momentum):
     )
 
 
-def can_use(optimizer, grads, variables):
-    """Dense, contiguous torch tensors that match their variable's dtype."""
-    return compile_utils.plain_in_place_update_possible(grads, variables)
+can_use = compile_utils.can_use
 
 
 @torch.no_grad()
