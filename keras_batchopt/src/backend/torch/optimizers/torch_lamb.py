@@ -6,7 +6,9 @@ call per variable updates `m` and `v` in place, takes both norms (with the
 package's shared `trust_ratio`) and applies the step: Inductor makes it a
 reduction pass and an update pass, without full-size temporaries. Flags
 that vary per variable (decay, adaptation) are 0-d tensors, so a single
-dynamic-shape graph serves every variable, step and option.
+dynamic-shape graph serves every variable, step and option. Small variables
+skip the per-call overhead: they are updated together by multi-tensor
+operations (`compile_utils.GROUP_MAX_NUMEL`).
 """
 
 import math
@@ -51,6 +53,44 @@ def _lamb_kernel(
 _kernel = compile_utils.CompiledKernel(_lamb_kernel, "Lamb")
 
 
+def _grouped_update(optimizer, group, c, max_ratio):
+    """`Lamb.update_step` for many small variables of one dtype at once:
+    multi-tensor operations, and the trust ratios as one vector."""
+    indices = [optimizer._get_variable_index(v) for v, _, _ in group]
+    ps = [p for _, p, _ in group]
+    gs = [g for _, _, g in group]
+    ms = [optimizer._momentums[i].value for i in indices]
+    vs = [optimizer._velocities[i].value for i in indices]
+    b1, b2 = optimizer.beta_1, optimizer.beta_2
+    torch._foreach_mul_(ms, b1)
+    torch._foreach_add_(ms, torch._foreach_mul(gs, 1.0 - b1))
+    squares = torch._foreach_mul(gs, gs)
+    torch._foreach_mul_(squares, 1.0 - b2)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_add_(vs, squares)
+    update = torch._foreach_div(ms, c["bc_1"])
+    denom = torch._foreach_div(vs, c["bc_2"])
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, optimizer.epsilon)
+    torch._foreach_div_(update, denom)
+    decay = [
+        optimizer.weight_decay if optimizer._decays(v) else 0.0
+        for v, _, _ in group
+    ]
+    torch._foreach_add_(update, torch._foreach_mul(ps, decay))
+    ratio = trust_ratio(
+        torch.stack(torch._foreach_norm(ps, 2, dtype=torch.float32)),
+        torch.stack(torch._foreach_norm(update, 2, dtype=torch.float32)),
+    )
+    ratio = torch.minimum(ratio, max_ratio)
+    adapt = torch.tensor(
+        [optimizer._adapts[i] for i in indices], device=ratio.device
+    )
+    ratio = torch.where(adapt, ratio, torch.ones_like(ratio))
+    torch._foreach_mul_(update, (c["lr"] * ratio.to(c["lr"].dtype)).unbind())
+    torch._foreach_sub_(ps, update)
+
+
 can_use = compile_utils.can_use
 
 
@@ -61,8 +101,11 @@ def update_step(optimizer, grads, variables, learning_rate):
     b1, b2 = optimizer.beta_1, optimizer.beta_2
     max_ratio = optimizer.max_trust_ratio or math.inf
     scalars = {}
+    coefficients = {}
     for dtype in {p.dtype for p in values}:
-        c = optimizer._step_coefficients(learning_rate, dtype)
+        c = coefficients[dtype] = optimizer._step_coefficients(
+            learning_rate, dtype
+        )
         constants = compile_utils.scalars(
             [b1, 1.0 - b1, b2, 1.0 - b2], dtype, device
         )
@@ -83,10 +126,15 @@ def update_step(optimizer, grads, variables, learning_rate):
             no_decay,
             max_ratio_t,
         )
+    groups, large = compile_utils.split_by_size(variables, values, grads)
+    for dtype, group in groups.items():
+        _grouped_update(
+            optimizer, group, coefficients[dtype], scalars[dtype][4]
+        )
     adapt_flags = torch.tensor([False, True], device=device).unbind()
     index = optimizer._get_variable_index
     kernel = _kernel.get(config.torch_compile_enabled())
-    for variable, p, g in zip(variables, values, grads):
+    for variable, p, g in large:
         constants, step, decay, no_decay, max_ratio_t = scalars[p.dtype]
         i = index(variable)
         kernel(

@@ -6,7 +6,9 @@ buffer and the variable in place: a reduction pass over `w, g` and an
 update pass over `w, g, buf`, without full-size temporaries. The trust mode
 and the presence of a momentum buffer select one of four kernels; every
 other option (Nesterov, LARC, per-variable decay and adaptation) is a 0-d
-tensor, so each kernel is a single dynamic-shape graph.
+tensor, so each kernel is a single dynamic-shape graph. Small variables
+skip the per-call overhead: they are updated together by multi-tensor
+operations (`compile_utils.GROUP_MAX_NUMEL`).
 """
 
 import functools
@@ -61,6 +63,59 @@ def _kernel(sum_of_norms, with_momentum):
     )
 
 
+def _grouped_update(optimizer, group, lr):
+    """`Lars.update_step` for many small variables of one dtype at once:
+    multi-tensor operations, and the trust ratios as one vector."""
+    indices = [optimizer._get_variable_index(v) for v, _, _ in group]
+    ps = [p for _, p, _ in group]
+    gs = [g for _, _, g in group]
+    decay = [
+        optimizer.weight_decay if optimizer._decays(v) else 0.0
+        for v, _, _ in group
+    ]
+    d = torch._foreach_mul(ps, decay)
+    torch._foreach_add_(d, gs)
+    param_norm = torch.stack(torch._foreach_norm(ps, 2, dtype=torch.float32))
+    if optimizer.trust_mode == "sum_of_norms":
+        update_norm = torch.stack(
+            torch._foreach_norm(gs, 2, dtype=torch.float32)
+        )
+        denominator = update_norm + param_norm * torch.tensor(
+            decay, device=param_norm.device
+        )
+    else:
+        update_norm = torch.stack(
+            torch._foreach_norm(d, 2, dtype=torch.float32)
+        )
+        denominator = update_norm
+    ratio = trust_ratio(
+        param_norm,
+        update_norm,
+        denominator,
+        optimizer.trust_coefficient,
+        optimizer.epsilon,
+    )
+    if optimizer.larc:
+        ratio = larc_clip(ratio, lr.float())
+    adapt = torch.tensor(
+        [optimizer._adapts[i] for i in indices], device=ratio.device
+    )
+    scale = torch.where(adapt, lr * ratio.to(lr.dtype), lr)
+    torch._foreach_mul_(d, scale.unbind())
+    if not optimizer.momentum:
+        torch._foreach_sub_(ps, d)
+        return
+    bufs = [optimizer._momentums[i].value for i in indices]
+    torch._foreach_mul_(bufs, optimizer.momentum)
+    torch._foreach_add_(bufs, d)
+    if optimizer.nesterov:
+        update = torch._foreach_mul(bufs, optimizer.momentum)
+        torch._foreach_add_(update, d)
+        torch._foreach_sub_(ps, update)
+    else:
+        torch._foreach_sub_(ps, bufs)
+
+
 can_use = compile_utils.can_use
 
 
@@ -91,8 +146,11 @@ def update_step(optimizer, grads, variables, learning_rate):
     kernel = _kernel(optimizer.trust_mode == "sum_of_norms", with_momentum).get(
         config.torch_compile_enabled()
     )
+    groups, large = compile_utils.split_by_size(variables, values, grads)
+    for dtype, group in groups.items():
+        _grouped_update(optimizer, group, per_dtype[dtype][0])
     index = optimizer._get_variable_index
-    for variable, p, g in zip(variables, values, grads):
+    for variable, p, g in large:
         lr, momentum = per_dtype[p.dtype]
         i = index(variable)
         options = (
