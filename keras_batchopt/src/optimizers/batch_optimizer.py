@@ -39,10 +39,18 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       whether a variable is decayed (`weight_decay > 0` and not excluded by
       `exclude_from_weight_decay()`).
 
+    - **Weight-decay exclusions are saved.** `exclude_from_weight_decay()`
+      is recorded in `get_config()` (`decay_exclusions`), so a reloaded
+      model decays the same variables; Keras's own optimizers forget them.
+
     Args:
         learning_rate: a float >= 0, a
             `keras.optimizers.schedules.LearningRateSchedule`, or a callable
             that takes no arguments and returns the value.
+        decay_exclusions: what `exclude_from_weight_decay()` was given, as
+            saved by `get_config()`: `None` or a dict with `var_names`
+            (patterns) and `var_paths` (variable paths). Set it through
+            `exclude_from_weight_decay()` rather than by hand.
         **kwargs: the arguments of `keras.optimizers.Optimizer` (`name`,
             `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
             `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -60,13 +68,60 @@ class BatchOptimizer(keras.optimizers.Optimizer):
     # True when the algorithm applies `weight_decay` inside its own step.
     _decay_in_update_step = False
 
-    def __init__(self, learning_rate, **kwargs):
+    def __init__(self, learning_rate, decay_exclusions=None, **kwargs):
         validation.check_learning_rate(learning_rate)
         if kwargs.get("weight_decay") is not None:
             validation.check_non_negative(
                 "weight_decay", kwargs["weight_decay"]
             )
         super().__init__(learning_rate=learning_rate, **kwargs)
+        self._decay_exclusions = {"var_names": [], "var_paths": []}
+        if decay_exclusions:
+            names = list(decay_exclusions.get("var_names") or [])
+            paths = list(decay_exclusions.get("var_paths") or [])
+            if names:
+                super().exclude_from_weight_decay(var_names=names)
+            self._decay_exclusions = {"var_names": names, "var_paths": paths}
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Excludes variables from weight decay; saved with the optimizer.
+
+        As in Keras: call before the optimizer is built; `var_names` are
+        regular expressions searched in variable names, `var_list` lists
+        variables. Unlike Keras's own optimizers, which forget the
+        exclusions on save, both are kept in `get_config()` (a variable of
+        `var_list` by its path), so a model reloaded with
+        `keras.models.load_model` goes on decaying the same variables.
+        """
+        super().exclude_from_weight_decay(
+            var_list=var_list, var_names=var_names
+        )
+        self._decay_exclusions = {
+            "var_names": list(var_names or []),
+            "var_paths": [
+                getattr(v, "path", None) or v.name for v in var_list or []
+            ],
+        }
+
+    def _use_weight_decay(self, variable):
+        paths = self._decay_exclusions["var_paths"]
+        if paths and getattr(variable, "path", None) in paths:
+            # Same cache as Keras's, so later lookups by key agree.
+            if not hasattr(self, "_exclude_from_weight_decay_cache"):
+                self._exclude_from_weight_decay_cache = {}
+            self._exclude_from_weight_decay_cache[self._var_key(variable)] = (
+                False
+            )
+            return False
+        return super()._use_weight_decay(variable)
+
+    def get_config(self):
+        config = super().get_config()
+        exclusions = self._decay_exclusions
+        config["decay_exclusions"] = (
+            dict(exclusions) if any(exclusions.values()) else None
+        )
+        return config
 
     def build(self, var_list):
         if self.built:

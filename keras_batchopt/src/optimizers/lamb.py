@@ -101,8 +101,9 @@ class Lamb(BatchOptimizer):
           and a weight norm clamped at 10 by default: a different variant.
         - **Norms** are computed in float32 whatever the variable's dtype.
         - **Speed.** On the torch backend a compiled in-place kernel runs per
-          variable (norms and update in one call); on TensorFlow graph-mode
-          steps the update is compiled by XLA.
+          large variable (norms and update in one call) and small variables
+          are updated together by multi-tensor operations; on TensorFlow
+          graph-mode steps the update is compiled by XLA.
     """
 
     _fast_path_modules = {
