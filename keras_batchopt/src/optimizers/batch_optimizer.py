@@ -49,7 +49,8 @@ class BatchOptimizer(keras.optimizers.Optimizer):
             that takes no arguments and returns the value.
         decay_exclusions: what `exclude_from_weight_decay()` was given, as
             saved by `get_config()`: `None` or a dict with `var_names`
-            (patterns) and `var_paths` (variable paths). Set it through
+            (patterns) and `var_indices` (positions in the variable list
+            the optimizer is built with). Set it through
             `exclude_from_weight_decay()` rather than by hand.
         **kwargs: the arguments of `keras.optimizers.Optimizer` (`name`,
             `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
@@ -75,13 +76,15 @@ class BatchOptimizer(keras.optimizers.Optimizer):
                 "weight_decay", kwargs["weight_decay"]
             )
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self._decay_exclusions = {"var_names": [], "var_paths": []}
+        self._decay_exclusions = {"var_names": [], "var_indices": []}
         if decay_exclusions:
-            names = list(decay_exclusions.get("var_names") or [])
-            paths = list(decay_exclusions.get("var_paths") or [])
+            self._decay_exclusions = {
+                key: list(decay_exclusions.get(key) or [])
+                for key in self._decay_exclusions
+            }
+            names = self._decay_exclusions["var_names"]
             if names:
                 super().exclude_from_weight_decay(var_names=names)
-            self._decay_exclusions = {"var_names": names, "var_paths": paths}
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         """Excludes variables from weight decay; saved with the optimizer.
@@ -90,36 +93,34 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         regular expressions searched in variable names, `var_list` lists
         variables. Unlike Keras's own optimizers, which forget the
         exclusions on save, both are kept in `get_config()` (a variable of
-        `var_list` by its path), so a model reloaded with
-        `keras.models.load_model` goes on decaying the same variables.
+        `var_list` by its position among the variables the optimizer is
+        built with), so a model reloaded with `keras.models.load_model`
+        goes on decaying the same variables.
         """
         super().exclude_from_weight_decay(
             var_list=var_list, var_names=var_names
         )
         self._decay_exclusions = {
             "var_names": list(var_names or []),
-            "var_paths": [
-                getattr(v, "path", None) or v.name for v in var_list or []
-            ],
+            "var_indices": [],
         }
-
-    def _use_weight_decay(self, variable):
-        paths = self._decay_exclusions["var_paths"]
-        if paths and getattr(variable, "path", None) in paths:
-            # Same cache as Keras's, so later lookups by key agree.
-            if not hasattr(self, "_exclude_from_weight_decay_cache"):
-                self._exclude_from_weight_decay_cache = {}
-            self._exclude_from_weight_decay_cache[self._var_key(variable)] = (
-                False
-            )
-            return False
-        return super()._use_weight_decay(variable)
 
     def get_config(self):
         config = super().get_config()
-        exclusions = self._decay_exclusions
+        exclusions = dict(self._decay_exclusions)
+        # Keras's set of the keys of `var_list` (no variables are kept here:
+        # the optimizer would track them as its own).
+        keys = getattr(self, "_exclude_from_weight_decay", set())
+        if self.built and keys:
+            # By position: variable paths are not stable across save and
+            # load on every backend.
+            exclusions["var_indices"] = [
+                i
+                for i, v in enumerate(self._trainable_variables)
+                if self._var_key(v) in keys
+            ]
         config["decay_exclusions"] = (
-            dict(exclusions) if any(exclusions.values()) else None
+            exclusions if any(exclusions.values()) else None
         )
         return config
 
@@ -127,6 +128,15 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
+        indices = self._decay_exclusions["var_indices"]
+        if indices:
+            # Restored from a config: exclude the same positions again.
+            self._exclude_from_weight_decay = set(
+                getattr(self, "_exclude_from_weight_decay", set())
+            ) | {
+                self._var_key(var_list[i]) for i in indices if i < len(var_list)
+            }
+            self._exclude_from_weight_decay_cache = {}
         for variable in var_list:
             # Fill Keras's decay-exclusion cache while the variables still
             # carry their Keras names (TF's update_step sees tf.Variables).
