@@ -1,9 +1,10 @@
 """The layer-wise trust ratio shared by LAMB and LARS (and their fast paths).
 
 Both optimizers scale a variable's update by a per-tensor scalar built from
-two L2 norms. The functions are plain `keras.ops`, so the same code runs in
-the generic `update_step` on every backend and inside the compiled torch
-kernels (`torch.compile` traces `keras.ops` on torch tensors).
+two L2 norms. The functions use `keras.ops` by default, so the same code
+runs in the generic `update_step` on every backend; the torch fast paths
+pass `xp=torch` so that `torch.compile` traces plain torch functions (it
+cannot trace the `keras.ops` of every supported Keras version).
 """
 
 from keras import ops
@@ -21,7 +22,12 @@ def l2_norm(x):
 
 
 def trust_ratio(
-    param_norm, update_norm, denominator=None, coefficient=1.0, epsilon=0.0
+    param_norm,
+    update_norm,
+    denominator=None,
+    coefficient=1.0,
+    epsilon=0.0,
+    xp=ops,
 ):
     """Returns ``coefficient * param_norm / (denominator + epsilon)``.
 
@@ -38,25 +44,27 @@ def trust_ratio(
             ``||g|| + weight_decay * ||w||`` here.
         coefficient: multiplies the ratio (LARS's trust coefficient, `eta`).
         epsilon: added to the denominator.
+        xp: the namespace of array functions: `keras.ops`, or `torch` for
+            the torch kernels.
     """
     if denominator is None:
         denominator = update_norm
-    usable = ops.logical_and(
-        ops.greater(param_norm, 0.0), ops.greater(update_norm, 0.0)
+    usable = xp.logical_and(
+        xp.greater(param_norm, 0.0), xp.greater(update_norm, 0.0)
     )
     # The denominator is replaced where unused, so no inf or NaN is formed
     # even in the branch `where` discards.
-    safe = ops.where(usable, denominator + epsilon, ops.ones_like(denominator))
-    return ops.where(
-        usable, coefficient * param_norm / safe, ops.ones_like(param_norm)
+    safe = xp.where(usable, denominator + epsilon, xp.ones_like(denominator))
+    return xp.where(
+        usable, coefficient * param_norm / safe, xp.ones_like(param_norm)
     )
 
 
-def larc_clip(ratio, learning_rate):
+def larc_clip(ratio, learning_rate, xp=ops):
     """LARC's clipping: ``min(ratio / learning_rate, 1)``.
 
     The effective step size ``learning_rate * ratio`` then never exceeds
     the global learning rate (NVIDIA apex `LARC`, clip mode; timm's
     `trust_clip`). A zero learning rate gives a ratio of 1 and a zero step.
     """
-    return ops.minimum(ratio / learning_rate, 1.0)
+    return xp.minimum(ratio / learning_rate, xp.ones_like(ratio))

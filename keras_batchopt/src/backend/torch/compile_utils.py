@@ -125,6 +125,11 @@ def global_norm_clip_factor(grads, max_norm, epsilon):
     return torch.clamp(max_norm / (norm + epsilon), max=1.0)
 
 
+def l2_norm(x):
+    """`ops.trust_ratio.l2_norm` in plain torch (float32 sum of squares)."""
+    return x.float().square().sum().sqrt()
+
+
 def flat(tensor):
     """A 1-D alias of a contiguous tensor's memory, for in-place kernels.
 

@@ -18,7 +18,6 @@ import torch
 from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
-from keras_batchopt.src.ops.trust_ratio import l2_norm
 from keras_batchopt.src.ops.trust_ratio import trust_ratio
 
 
@@ -45,7 +44,10 @@ def _lamb_kernel(
     v.mul_(beta_2).add_(g.square() * one_minus_beta_2)
     update = (m / bc_1) / ((v / bc_2).sqrt() + epsilon)
     update = update + p * weight_decay
-    ratio = torch.minimum(trust_ratio(l2_norm(p), l2_norm(update)), max_ratio)
+    ratio = trust_ratio(
+        compile_utils.l2_norm(p), compile_utils.l2_norm(update), xp=torch
+    )
+    ratio = torch.minimum(ratio, max_ratio)
     ratio = torch.where(adapt, ratio, torch.ones_like(ratio))
     p.sub_(update * (lr * ratio.to(p.dtype)))
 
@@ -81,6 +83,7 @@ def _grouped_update(optimizer, group, c, max_ratio):
     ratio = trust_ratio(
         torch.stack(torch._foreach_norm(ps, 2, dtype=torch.float32)),
         torch.stack(torch._foreach_norm(update, 2, dtype=torch.float32)),
+        xp=torch,
     )
     ratio = torch.minimum(ratio, max_ratio)
     adapt = torch.tensor(

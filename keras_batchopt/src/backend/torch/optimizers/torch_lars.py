@@ -19,7 +19,6 @@ from keras import ops
 from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
-from keras_batchopt.src.ops.trust_ratio import l2_norm
 from keras_batchopt.src.ops.trust_ratio import larc_clip
 from keras_batchopt.src.ops.trust_ratio import trust_ratio
 
@@ -29,17 +28,17 @@ def _scaled_step(
 ):
     """`learning_rate * r * d`, as in `Lars.update_step`."""
     d = g + p * weight_decay.to(p.dtype)
-    param_norm = l2_norm(p)
+    param_norm = compile_utils.l2_norm(p)
     if sum_of_norms:
-        update_norm = l2_norm(g)
+        update_norm = compile_utils.l2_norm(g)
         denominator = update_norm + weight_decay * param_norm
     else:
-        update_norm = l2_norm(d)
+        update_norm = compile_utils.l2_norm(d)
         denominator = update_norm
     ratio = trust_ratio(
-        param_norm, update_norm, denominator, coefficient, epsilon
+        param_norm, update_norm, denominator, coefficient, epsilon, xp=torch
     )
-    ratio = torch.where(larc, larc_clip(ratio, lr.float()), ratio)
+    ratio = torch.where(larc, larc_clip(ratio, lr.float(), xp=torch), ratio)
     scale = torch.where(adapt, lr * ratio.to(p.dtype), lr)
     return d * scale
 
@@ -94,9 +93,10 @@ def _grouped_update(optimizer, group, lr):
         denominator,
         optimizer.trust_coefficient,
         optimizer.epsilon,
+        xp=torch,
     )
     if optimizer.larc:
-        ratio = larc_clip(ratio, lr.float())
+        ratio = larc_clip(ratio, lr.float(), xp=torch)
     adapt = torch.tensor(
         [optimizer._adapts[i] for i in indices], device=ratio.device
     )
