@@ -38,7 +38,6 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       generic decoupled pre-step decay, and asks `_decays(variable)`
       whether a variable is decayed (`weight_decay > 0` and not excluded by
       `exclude_from_weight_decay()`).
-
     - **Weight-decay exclusions are saved.** `exclude_from_weight_decay()`
       is recorded in `get_config()` (`decay_exclusions`), so a reloaded
       model decays the same variables; Keras's own optimizers forget them.

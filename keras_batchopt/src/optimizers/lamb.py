@@ -55,7 +55,9 @@ class Lamb(BatchOptimizer):
             `None` (default) excludes exactly the variables excluded from
             weight decay, as TensorFlow Addons does; a list of regular
             expressions is searched in each variable's path
-            (`variable.path`, such as `"sequential/dense/bias"`): for
+            (`variable.path`, such as `"sequential/dense/bias"`; a model
+            reloaded with `load_model` drops the outer model's name, so
+            name layers or variables, not the model): for
             example `["bias", "norm"]`, or `[]` to adapt every variable as
             `optax.lamb` does; a callable takes a `keras.Variable` and
             returns True to exclude it (register it with

@@ -70,7 +70,9 @@ class Lars(BatchOptimizer):
             normalization scales and offsets), as SimCLR's exclusion of
             batch-norm and bias variables does in practice; a list of
             regular expressions is searched in each variable's path
-            (`variable.path`, such as `"sequential/dense/bias"`) and
+            (`variable.path`, such as `"sequential/dense/bias"`; a model
+            reloaded with `load_model` drops the outer model's name, so
+            name layers or variables, not the model) and
             *replaces* the rank rule (`[]` adapts every variable, as
             `optax.lars` does); a callable takes a `keras.Variable` and
             returns True to exclude it (register it with

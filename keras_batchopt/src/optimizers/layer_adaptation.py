@@ -3,9 +3,11 @@
 `exclude_from_layer_adaptation` is given as `None` (the optimizer's default
 rule), a list of regular expressions searched in each variable's path
 (`"sequential/dense_1/bias"`), or a callable that takes a `keras.Variable`
-and returns True to exclude it. The choice is resolved once per variable in
-`build()`, where variables still carry their Keras paths, into a tuple of
-booleans.
+and returns True to exclude it. Patterns should name layers or variables
+(`"dense_1/"`, `"bias"`), not the outer model: a model reloaded with
+`keras.models.load_model` has paths without its own name (`"dense_1/bias"`).
+The choice is resolved once per variable in `build()`, where variables
+still carry their Keras paths, into a tuple of booleans.
 """
 
 import re

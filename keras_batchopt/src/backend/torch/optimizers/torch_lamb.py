@@ -102,7 +102,9 @@ def update_step(optimizer, grads, variables, learning_rate):
     values = [v.value for v in variables]
     device = values[0].device
     b1, b2 = optimizer.beta_1, optimizer.beta_2
-    max_ratio = optimizer.max_trust_ratio or math.inf
+    (max_ratio,) = compile_utils.scalars(
+        [optimizer.max_trust_ratio or math.inf], torch.float32, device
+    )
     scalars = {}
     coefficients = {}
     for dtype in {p.dtype for p in values}:
@@ -119,26 +121,20 @@ def update_step(optimizer, grads, variables, learning_rate):
             dtype,
             device,
         )
-        (max_ratio_t,) = compile_utils.scalars(
-            [max_ratio], torch.float32, device
-        )
         scalars[dtype] = (
             constants,
             [c["bc_1"], c["bc_2"], epsilon, c["lr"]],
             decay,
             no_decay,
-            max_ratio_t,
         )
     groups, large = compile_utils.split_by_size(variables, values, grads)
     for dtype, group in groups.items():
-        _grouped_update(
-            optimizer, group, coefficients[dtype], scalars[dtype][4]
-        )
+        _grouped_update(optimizer, group, coefficients[dtype], max_ratio)
     adapt_flags = torch.tensor([False, True], device=device).unbind()
     index = optimizer._get_variable_index
     kernel = _kernel.get(config.torch_compile_enabled())
     for variable, p, g in large:
-        constants, step, decay, no_decay, max_ratio_t = scalars[p.dtype]
+        constants, step, decay, no_decay = scalars[p.dtype]
         i = index(variable)
         kernel(
             flat(p),
@@ -149,5 +145,5 @@ def update_step(optimizer, grads, variables, learning_rate):
             *step,
             decay if optimizer._decays(variable) else no_decay,
             adapt_flags[optimizer._adapts[i]],
-            max_ratio_t,
+            max_ratio,
         )
