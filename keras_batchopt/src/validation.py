@@ -8,7 +8,8 @@ import math
 import numbers
 
 
-def _fail(name, allowed, value):
+def fail(name, allowed, value):
+    """Raises the house ValueError for argument ``name``."""
     raise ValueError(
         f"Argument `{name}` must be {allowed}. Received: {name}={value!r}"
     )
@@ -16,9 +17,9 @@ def _fail(name, allowed, value):
 
 def _number(name, value, allowed):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(name, allowed, value)
+        fail(name, allowed, value)
     if not math.isfinite(float(value)):
-        _fail(name, allowed, value)
+        fail(name, allowed, value)
     return float(value)
 
 
@@ -30,9 +31,9 @@ def check_in_interval(name, value, low, high, low_closed, high_closed):
     )
     value = _number(name, value, allowed)
     if value < low or (value == low and not low_closed):
-        _fail(name, allowed, value)
+        fail(name, allowed, value)
     if value > high or (value == high and not high_closed):
-        _fail(name, allowed, value)
+        fail(name, allowed, value)
     return value
 
 
@@ -45,7 +46,7 @@ def check_non_negative(name, value):
     """A finite float >= 0."""
     value = _number(name, value, "a finite float >= 0")
     if value < 0:
-        _fail(name, "a finite float >= 0", value)
+        fail(name, "a finite float >= 0", value)
     return value
 
 
@@ -53,21 +54,21 @@ def check_positive(name, value):
     """A finite float > 0."""
     value = _number(name, value, "a finite float > 0")
     if value <= 0:
-        _fail(name, "a finite float > 0", value)
+        fail(name, "a finite float > 0", value)
     return value
 
 
 def check_bool(name, value):
     """A Python bool (not merely truthy)."""
     if not isinstance(value, bool):
-        _fail(name, "a bool", value)
+        fail(name, "a bool", value)
     return value
 
 
 def check_one_of(name, value, choices):
     """One of ``choices``."""
     if value not in choices:
-        _fail(name, "one of " + ", ".join(repr(c) for c in choices), value)
+        fail(name, "one of " + ", ".join(repr(c) for c in choices), value)
     return value
 
 
@@ -77,16 +78,26 @@ def check_positive_int_or_none(name, value):
         return None
     allowed = "None or an integer >= 1"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(name, allowed, value)
+        fail(name, allowed, value)
     if value < 1:
-        _fail(name, allowed, value)
+        fail(name, allowed, value)
     return int(value)
 
 
 def check_learning_rate(value):
     """A float learning rate must be >= 0; schedules and callables pass."""
     if isinstance(value, bool):
-        _fail("learning_rate", "a float >= 0, a schedule or a callable", value)
+        fail("learning_rate", "a float >= 0, a schedule or a callable", value)
     if isinstance(value, numbers.Real):
         check_non_negative("learning_rate", value)
     return value
+
+
+def check_positive_int(name, value):
+    """An integer >= 1."""
+    allowed = "an integer >= 1"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(name, allowed, value)
+    if value < 1:
+        fail(name, allowed, value)
+    return int(value)

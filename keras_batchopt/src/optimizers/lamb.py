@@ -114,6 +114,9 @@ class Lamb(BatchOptimizer):
     }
     _decay_in_update_step = True
 
+    # How `scale_learning_rate(rule="auto")` scales it with the batch.
+    batch_scaling_rule = "sqrt"
+
     def __init__(
         self,
         learning_rate=0.001,

@@ -135,6 +135,9 @@ class Lars(BatchOptimizer):
     }
     _decay_in_update_step = True
 
+    # How `scale_learning_rate(rule="auto")` scales it with the batch.
+    batch_scaling_rule = "linear"
+
     def __init__(
         self,
         learning_rate=1.0,
