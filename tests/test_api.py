@@ -30,7 +30,11 @@ def test_exported_class_docstring_has_the_house_sections(path):
     doc = REGISTRY[path].__doc__ or ""
     for section in ("Args:",):
         assert section in doc, f"{path} docstring lacks {section}"
-    if issubclass(REGISTRY[path], keras.optimizers.Optimizer) and (
+    obj = REGISTRY[path]
+    if path.startswith("keras_batchopt.schedules."):
+        for section in ("Example:", "References:"):
+            assert section in doc, f"{path} docstring lacks {section}"
+    elif issubclass(obj, keras.optimizers.Optimizer) and (
         path != "keras_batchopt.optimizers.BatchOptimizer"
     ):
         for section in ("Example:", "References:", "Note:"):
@@ -47,6 +51,20 @@ def test_public_optimizers_are_all_exported():
         p.rsplit(".", 1)[-1]
         for p in REGISTRY
         if p.startswith("keras_batchopt.optimizers.")
+    }
+    assert public == exported
+
+
+def test_public_schedules_are_all_exported():
+    public = {
+        name
+        for name in dir(keras_batchopt.schedules)
+        if not name.startswith("_")
+    }
+    exported = {
+        p.rsplit(".", 1)[-1]
+        for p in REGISTRY
+        if p.startswith("keras_batchopt.schedules.")
     }
     assert public == exported
 

@@ -201,6 +201,7 @@ def scale_training_length(
 
     Example:
 
+    >>> import keras_batchopt
     >>> keras_batchopt.schedules.scale_training_length(
     ...     10, batch_size=4096, base_batch_size=256)
     160
