@@ -12,6 +12,12 @@ PACKAGE = "keras_batchopt"
 REGISTRY = {}
 
 
+def is_serializable(obj):
+    """Functions and classes with `get_config` are registered with Keras;
+    other public classes (a callback, a data adapter) are only recorded."""
+    return not isinstance(obj, type) or hasattr(obj, "get_config")
+
+
 def keras_batchopt_export(path):
     """Marks a class public under ``path`` and registers it with Keras.
 
@@ -23,6 +29,8 @@ def keras_batchopt_export(path):
         if path in REGISTRY:
             raise ValueError(f"Duplicate public path {path!r}.")
         REGISTRY[path] = cls
+        if not is_serializable(cls):
+            return cls
         name = path.rsplit(".", 1)[-1]
         return keras.saving.register_keras_serializable(
             package=PACKAGE, name=name
