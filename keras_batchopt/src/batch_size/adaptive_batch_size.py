@@ -2,7 +2,6 @@ import math
 
 import keras
 
-
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.batch_size import statistics as stats_lib
