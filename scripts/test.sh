@@ -4,7 +4,7 @@
 #     bash scripts/test.sh            # everything (what CI runs)
 #     bash scripts/test.sh -k adan    # extra arguments go to pytest
 #
-# Then a pass of the optimizer tests against the Keras floor declared in
+# Then a pass of the optimizer, schedule, batch-size and API tests against the Keras floor declared in
 # pyproject.toml, on the backends whose framework still works with that
 # Keras (torch and tensorflow; Keras 3.8's JAX backend needs a JAX of its
 # own era). It ends with one line "total: N passed, N failed".
@@ -13,29 +13,64 @@ source "$(dirname "$0")/setup.sh"
 cd "$ROOT"
 
 reports="$(mktemp -d)"
-status=0
-run() {  # run NAME BACKEND [PYTHONPATH] -- pytest args...
+run() {  # run NAME BACKEND [PYTHONPATH] -- pytest args...; output to a log
     local name="$1" backend="$2" extra_path="$3"
     shift 3
-    echo
-    echo "=== $name (KERAS_BACKEND=$backend) ==="
-    KERAS_BACKEND="$backend" PYTHONPATH="$extra_path" "$PY" -m pytest \
-        -p no:cacheprovider --junitxml="$reports/$name.xml" "$@" || status=1
+    {
+        echo
+        echo "=== $name (KERAS_BACKEND=$backend) ==="
+        KERAS_BACKEND="$backend" PYTHONPATH="$extra_path" "$PY" -m pytest \
+            -p no:cacheprovider --junitxml="$reports/$name.xml" "$@" \
+            || echo "FAILED: $name" >>"$reports/failed"
+    } >"$reports/$name.log" 2>&1
 }
-
-for backend in tensorflow jax torch; do
-    run "$backend" "$backend" "" tests "$@"
-done
 
 floor_dir="$VENV/keras-floor-$KERAS_FLOOR"
 if [ ! -d "$floor_dir/keras" ]; then
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps \
         --target "$floor_dir" "keras==$KERAS_FLOOR"
 fi
-for backend in torch tensorflow; do
-    run "keras-$KERAS_FLOOR-$backend" "$backend" "$floor_dir" \
-        tests/optimizers tests/test_api.py "$@"
+floor() {  # the optimizer and API tests against the Keras floor
+    run "keras-$KERAS_FLOOR-$1" "$1" "$floor_dir" \
+        tests/optimizers tests/schedules tests/batch_size tests/test_api.py \
+        "${@:2}"
+}
+
+# Two lanes side by side (the suites are independent processes; most of
+# their time is single-threaded Python and compilation, so two lanes on two
+# cores take about 60% of the sequential time). KERAS_BATCHOPT_TEST_LANES=1
+# runs everything in one lane.
+lane_a() {
+    run tensorflow tensorflow "" tests "$@"
+    floor tensorflow "$@"
+    floor torch "$@"
+}
+lane_b() {
+    run jax jax "" tests "$@"
+    run torch torch "" tests "$@"
+}
+start=$SECONDS
+if [ "${KERAS_BATCHOPT_TEST_LANES:-2}" = "1" ]; then
+    lane_a "$@"
+    lane_b "$@"
+else
+    lane_a "$@" &
+    pid_a=$!
+    lane_b "$@" &
+    pid_b=$!
+    wait "$pid_a" "$pid_b" || true
+fi
+for name in tensorflow jax torch "keras-$KERAS_FLOOR-tensorflow" \
+    "keras-$KERAS_FLOOR-torch"; do
+    cat "$reports/$name.log" || echo "(no log for $name)"
 done
+echo
+echo "suites took $((SECONDS - start)) s"
+status=0
+if [ -f "$reports/failed" ]; then
+    cat "$reports/failed"
+    status=1
+fi
 
 "$PY" - "$reports" <<'PYEOF'
 import glob, sys, xml.etree.ElementTree as ET

@@ -5,27 +5,50 @@ import contextlib
 import torch
 
 
+def _one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
+    """`keras.ops.one_hot` by comparison, which vmap can batch."""
+    if sparse:
+        raise ValueError("Unsupported value `sparse=True` with torch backend")
+    from keras.src.backend.torch.core import convert_to_tensor
+    from keras.src.backend.torch.core import to_torch_dtype
+
+    x = convert_to_tensor(x, dtype=torch.long)
+    classes = torch.arange(num_classes, device=x.device)
+    output = (x.unsqueeze(-1) == classes).to(to_torch_dtype(dtype or "float32"))
+    if axis != -1 and axis != output.dim() - 1:
+        output = torch.movedim(output, -1, axis)
+    return output
+
+
+# Keras-private torch functions that `torch.func.vmap` cannot batch, and
+# value-identical stand-ins used while the per-sample gradients run:
+# - Keras >= 3.10's convolutions copy inputs and kernels to the
+#   channels-last memory format (a layout optimization;
+#   `Tensor.clone(memory_format)` is not implemented under vmap);
+# - Keras 3.8's `one_hot` (used by the sparse cross-entropies) calls
+#   `torch.nn.functional.one_hot`, which reads a tensor's value.
+_VMAP_STAND_INS = {
+    "_maybe_convert_to_channels_last": lambda tensor: tensor,
+    "one_hot": _one_hot,
+}
+
+
 @contextlib.contextmanager
-def _no_channels_last_copies():
-    """Keras >= 3.1x's torch convolutions copy inputs and kernels to the
-    channels-last memory format, a layout-only optimization that
-    `torch.func.vmap` cannot batch (`Tensor.clone(memory_format)` is not
-    implemented there). Skip it while the per-sample gradients run; the
-    values are the same."""
-    try:
-        from keras.src.backend.torch import nn as torch_nn
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    original = getattr(torch_nn, "_maybe_convert_to_channels_last", None)
-    if original is None:
-        yield
-        return
-    torch_nn._maybe_convert_to_channels_last = lambda tensor: tensor
+def _vmap_safe_keras():
+    from keras.src.backend.torch import nn as torch_nn
+
+    originals = {
+        name: getattr(torch_nn, name)
+        for name in _VMAP_STAND_INS
+        if hasattr(torch_nn, name)
+    }
+    for name in originals:
+        setattr(torch_nn, name, _VMAP_STAND_INS[name])
     try:
         yield
     finally:
-        torch_nn._maybe_convert_to_channels_last = original
+        for name, original in originals.items():
+            setattr(torch_nn, name, original)
 
 
 def compile_statistics(sample_loss, statistics):
@@ -41,7 +64,7 @@ def compile_statistics(sample_loss, statistics):
     def run(trainable, non_trainable, x, y):
         trainable = [t.detach() for t in trainable]
         non_trainable = [t.detach() for t in non_trainable]
-        with _no_channels_last_copies():
+        with _vmap_safe_keras():
             gradients = per_sample(trainable, non_trainable, x, y)
         return statistics(gradients)
 
