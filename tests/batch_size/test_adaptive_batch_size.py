@@ -383,3 +383,15 @@ def test_schedule_optimizer_conflict_is_reported():
 def test_bad_arguments_raise_clear_errors(call, argument):
     data = bs.AdaptiveBatchDataset(np.zeros((20, 2)), np.zeros(20))
     assert_clear_error(lambda: call(data), argument)
+
+
+@pytest.mark.parametrize("variant", sorted(ref.STATISTICS_VARIANTS))
+def test_statistics_oracle_detects_each_perturbation(variant):
+    """Each plausible mistake moves a statistic by > 100x the tolerance
+    (rel 2e-5) used against the backend."""
+    model, x, y = softmax_regression()
+    w, b = [w.astype("float64") for w in model.get_weights()]
+    grads = ref.softmax_regression_per_sample_grads(w, b, x, y)
+    good = ref.statistics(grads)
+    bad = ref.STATISTICS_VARIANTS[variant](grads)
+    assert any(abs(bad[k] / good[k] - 1) > 100 * 2e-5 for k in good)

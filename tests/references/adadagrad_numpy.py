@@ -59,3 +59,36 @@ def inner_product_test(s, theta):
 def augmented_test(s, theta, nu):
     orth = math.ceil(s["orthogonal_var"] / (nu**2 * s["sq_norm"]))
     return max(inner_product_test(s, theta), orth)
+
+
+# Plausible mistakes in the statistics; each must move at least one
+# statistic far beyond the test tolerance.
+def _biased(grads, scope="per_variable"):
+    n = grads[0].shape[0]
+    s = statistics(grads, scope)
+    return {k: v * (n - 1) / n if k != "sq_norm" else v for k, v in s.items()}
+
+
+def _other_scope(grads, scope="per_variable"):
+    return statistics(
+        grads, "global" if scope == "per_variable" else "per_variable"
+    )
+
+
+def _projection_by_norm(grads, scope="per_variable"):
+    """Projecting with <g, m> / ||m|| instead of / ||m||^2."""
+    n = grads[0].shape[0]
+    s = statistics(grads, scope)
+    flat = np.concatenate([g.reshape(n, -1) for g in grads], axis=1)
+    m = flat.mean(axis=0)
+    ip = flat @ m
+    ortho = flat - np.outer(ip, m) / np.sqrt(m @ m)
+    s["orthogonal_var"] = float(ortho.var(axis=0, ddof=1).sum())
+    return s
+
+
+STATISTICS_VARIANTS = {
+    "biased_variance": _biased,
+    "other_scope": _other_scope,
+    "projection_by_norm": _projection_by_norm,
+}

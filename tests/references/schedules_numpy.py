@@ -99,3 +99,59 @@ def gradual_warmup(s, main, warmup, start, offset=True):
         target = main(0) if offset else main(warmup)
         return start + (target - start) * s / warmup
     return main(s - warmup) if offset else main(s)
+
+
+# Plausible porting mistakes; the tests check that each one moves the
+# schedule by far more than the tolerance at the steps they sample.
+def _wsd_pyopt_jump(s, peak, warmup, stable, decay, shape, floor, **_):
+    """pytorch-optimizer: non-cosine shapes decay to 0, then the floor."""
+    if warmup + stable <= s < warmup + stable + decay:
+        p = (s - warmup - stable) / decay
+        return peak * shape_fraction(shape, p, 0.1)
+    return wsd(s, peak, warmup, stable, decay, shape, floor)
+
+
+def _wsd_warmup_off_by_one(s, peak, warmup, stable, decay, shape, floor, **_):
+    if s < warmup:
+        return peak * (s + 1) / warmup
+    return wsd(s, peak, warmup, stable, decay, shape, floor)
+
+
+def _wsd_raw_exponential(s, peak, warmup, stable, decay, shape, floor, **_):
+    """MiniCPM's 0.5^(t/h) clipped at the floor, not rescaled."""
+    if s >= warmup + stable and shape == "exponential":
+        return max(floor, peak * 0.5 ** ((s - warmup - stable) / (decay / 10)))
+    return wsd(s, peak, warmup, stable, decay, shape, floor)
+
+
+WSD_VARIANTS = {
+    "pyopt_jump": _wsd_pyopt_jump,
+    "warmup_off_by_one": _wsd_warmup_off_by_one,
+    "raw_exponential": _wsd_raw_exponential,
+}
+
+
+def _power_no_batch(s, batch, **kwargs):
+    return power(s, batch=1, **kwargs)
+
+
+def _power_warmup_to_cap(s, max_lr, warmup, **kwargs):
+    if s < warmup:
+        return max_lr * s / warmup
+    return power(s, max_lr=max_lr, warmup=warmup, **kwargs)
+
+
+POWER_VARIANTS = {
+    "no_batch_size": _power_no_batch,
+    "warmup_to_cap": _power_warmup_to_cap,
+}
+
+
+def _infinite_unscaled_inv_sqrt(s, max_lr, const, warmup, cooldown, **kw):
+    if warmup <= s < warmup + cooldown:
+        p = (s - warmup) / cooldown
+        return const + (max_lr - const) / (1 + kw.get("alpha", 10.0) * p) ** 0.5
+    return infinite(s, max_lr, const, warmup, cooldown, **kw)
+
+
+INFINITE_VARIANTS = {"unscaled_inv_sqrt": _infinite_unscaled_inv_sqrt}

@@ -189,33 +189,40 @@ def test_pyopt_golden_values_reproduced(shape):
 
 
 @pytest.mark.parametrize("decay", [0, 40])
-def test_power_matches_closed_form(decay):
+@pytest.mark.parametrize("a,batch", [(0.5, 2), (4.0, 8)])
+def test_power_matches_closed_form(decay, a, batch):
+    """(0.5, 2) stays under the cap from step 1 on; (4.0, 8) is capped
+    until late."""
     kwargs = dict(
         max_lr=0.02,
-        a=4.0,
+        a=a,
         b=-0.51,
-        batch=8,
+        batch=batch,
         tokens_per_step=512,
         warmup=10,
         decay=decay,
-        total=200,
+        total=2000,
         shape="linear",
         floor=1e-4,
     )
     schedule = schedules.PowerSchedule(
         max_learning_rate=0.02,
-        a=4.0,
+        a=a,
         b=-0.51,
-        batch_size=8,
+        batch_size=batch,
         tokens_per_step=512,
         warmup_steps=10,
         decay_steps=decay,
-        total_steps=200,
+        total_steps=2000,
         decay_shape="linear",
         min_learning_rate=1e-4,
     )
     reference = functools.partial(ref.power, **kwargs)
-    assert_matches(schedule, reference, around(10, 160, 200, last=200))
+    steps = around(10, 1960, 2000, last=2000)
+    assert_matches(schedule, reference, steps)
+    if a == 0.5:
+        lr = values(schedule, steps)
+        assert np.all(lr[(np.array(steps) > 0)] < 0.02)
 
 
 def test_power_equals_ibm_power_scheduler_form():
@@ -684,3 +691,58 @@ def test_float_steps_and_large_steps_are_finite():
         lr = values(schedule, [0, 1, 10**7])
         assert np.all(np.isfinite(lr)) and np.all(lr >= 0)
     assert math.isfinite(float(to_numpy(_all_schedules()["power"](2.5))))
+
+
+def _far(a, b):
+    """Apart by more than 100x the tolerance somewhere."""
+    a, b = np.asarray(a), np.asarray(b)
+    scale = np.abs(b).max()
+    return np.any(np.abs(a - b) > 100 * (RTOL * np.abs(b) + ATOL * scale))
+
+
+@pytest.mark.parametrize("variant", sorted(ref.WSD_VARIANTS))
+def test_wsd_oracle_detects_each_perturbation(variant):
+    kwargs = dict(peak=1e-3, warmup=20, stable=50, decay=30, floor=1e-4)
+    steps = around(20, 70, 100, last=100)
+    shapes_to_try = ["1-sqrt", "exponential"]
+    detected = False
+    for shape in shapes_to_try:
+        good = [ref.wsd(s, shape=shape, **kwargs) for s in steps]
+        bad = [
+            ref.WSD_VARIANTS[variant](s, shape=shape, **kwargs) for s in steps
+        ]
+        detected |= _far(bad, good)
+    assert detected
+
+
+@pytest.mark.parametrize("variant", sorted(ref.POWER_VARIANTS))
+def test_power_oracle_detects_each_perturbation(variant):
+    kwargs = dict(
+        max_lr=0.02,
+        a=0.5,
+        b=-0.51,
+        batch=2,
+        tokens_per_step=512,
+        warmup=10,
+        decay=40,
+        total=200,
+        shape="linear",
+        floor=1e-4,
+    )
+    steps = around(10, 160, 200, last=200)
+    good = [ref.power(s, **kwargs) for s in steps]
+    bad = [ref.POWER_VARIANTS[variant](s, **kwargs) for s in steps]
+    assert _far(bad, good)
+
+
+def test_infinite_oracle_detects_an_unscaled_cooldown():
+    kwargs = dict(shape="inv_sqrt", alpha=5.0)
+    steps = around(30, 200, last=300)
+    good = [ref.infinite(s, 1e-3, 2e-4, 30, 170, **kwargs) for s in steps]
+    bad = [
+        ref.INFINITE_VARIANTS["unscaled_inv_sqrt"](
+            s, 1e-3, 2e-4, 30, 170, **kwargs
+        )
+        for s in steps
+    ]
+    assert _far(bad, good)
