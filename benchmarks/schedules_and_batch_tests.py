@@ -145,6 +145,45 @@ def child(backend, kind, steps, repeats):
                 train_step_ms=step_ms,
             )
         )
+    # Part 3: whole fit steps with the growing-batch pipeline: arrays (the
+    # baseline), AdaptiveBatchDataset alone, and with AdaptiveBatchSize
+    # testing every 10 steps (a tolerance so loose that the batch never
+    # grows, so every configuration trains the same batches).
+    from keras_batchopt import batch_size as bs
+
+    def fit_arrays():
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+
+    def fit_dataset(callbacks):
+        data = bs.AdaptiveBatchDataset(x, y, batch_size=BATCH, seed=0)
+        cbs = [c(data) for c in callbacks]
+        model.fit(data, epochs=1, verbose=0, callbacks=cbs)
+
+    pipeline = {
+        "arrays": fit_arrays,
+        "AdaptiveBatchDataset": lambda: fit_dataset([]),
+        "+ AdaptiveBatchSize(test_interval=10)": lambda: fit_dataset(
+            [
+                lambda d: bs.AdaptiveBatchSize(
+                    d, eta=1e6, test_interval=10, max_test_batch_size=BATCH
+                )
+            ]
+        ),
+    }
+    for run in pipeline.values():
+        run()  # compile, build the statistics function
+    pipe_times = {name: [] for name in pipeline}
+    for _ in range(repeats):
+        for name, run in pipeline.items():
+            start = time.perf_counter()
+            run()
+            pipe_times[name].append((time.perf_counter() - start) / steps * 1e3)
+    for name, ts in pipe_times.items():
+        rows.append(
+            dict(
+                part="pipeline", config=name, ms=statistics.median(ts), runs=ts
+            )
+        )
     for row in rows:
         row.update(backend=backend, model=kind, batch=BATCH, steps=steps)
     return rows
@@ -221,6 +260,28 @@ def table(rows):
             f"{r['ms']:.2f} | {r['train_step_ms']:.2f} | "
             f"{r['ms'] / r['train_step_ms']:.2f} |"
         )
+    lines.append("")
+    lines.append("### Whole fit step with the growing-batch pipeline")
+    lines.append("")
+    lines.append("| backend | model | input | ms/step (median) | vs arrays |")
+    lines.append("|---|---|---|---|---|")
+    for backend in BACKENDS:
+        for kind in ("mlp", "cnn"):
+            sel = [
+                r
+                for r in rows
+                if r["backend"] == backend
+                and r["model"] == kind
+                and r["part"] == "pipeline"
+            ]
+            if not sel:
+                continue
+            base = next(r["ms"] for r in sel if r["config"] == "arrays")
+            for r in sel:
+                lines.append(
+                    f"| {backend} | {kind} | {r['config']} | {r['ms']:.2f} | "
+                    f"{r['ms'] / base:.3f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

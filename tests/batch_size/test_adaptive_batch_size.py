@@ -320,6 +320,32 @@ def test_max_samples_stops_training():
     assert grow.samples_seen == 112  # 7 batches of 16
 
 
+def test_steps_per_execution_counts_every_step():
+    x, y = _digits()
+    data = bs.AdaptiveBatchDataset(x, y, batch_size=16, seed=0)
+    model = _classifier()
+    model.compile(optimizer="adam", loss=CE, steps_per_execution=4)
+    grow = bs.AdaptiveBatchSize(data, eta=1e6, test_interval=6)
+    if BACKEND == "torch":
+        # Keras's torch trainer runs one step per execution only.
+        with pytest.raises(ValueError, match="steps_per_execution"):
+            model.fit(data, epochs=1, steps_per_epoch=24, verbose=0)
+        return
+    model.fit(data, epochs=1, steps_per_epoch=24, callbacks=[grow], verbose=0)
+    assert grow.samples_seen == 24 * 16
+    assert [r["step"] for r in grow.history] == [6, 12, 18, 24]
+
+
+def test_callback_with_another_input_is_reported():
+    x, y = _digits()
+    data = bs.AdaptiveBatchDataset(x, y, batch_size=16)
+    model = _classifier()
+    model.compile(optimizer="adam", loss=CE)
+    grow = bs.AdaptiveBatchSize(data)
+    with pytest.raises(ValueError, match="passed to fit"):
+        model.fit(x, y, epochs=1, callbacks=[grow], verbose=0)
+
+
 def test_schedule_optimizer_conflict_is_reported():
     x, y = _digits()
     data = bs.AdaptiveBatchDataset(x, y, batch_size=16)

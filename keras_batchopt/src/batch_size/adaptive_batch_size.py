@@ -235,12 +235,22 @@ class AdaptiveBatchSize(keras.callbacks.Callback):
             )
 
     def on_train_batch_end(self, batch, logs=None):
-        trained = self.dataset.pending.popleft()
-        size = len(keras.tree.flatten(trained[0])[0])
-        self.samples_seen += size
-        self._step += 1
-        if self._step % self.test_interval == 0:
-            self._run_test(trained, size)
+        # One call per execution of `steps_per_execution` steps.
+        steps = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        pending = self.dataset.pending
+        if not pending:
+            raise ValueError(
+                "Argument `dataset` of AdaptiveBatchSize must be the "
+                "AdaptiveBatchDataset passed to fit (it produced no batch "
+                f"for this step). Received: dataset={self.dataset!r}"
+            )
+        for _ in range(min(steps, len(pending))):
+            trained = pending.popleft()
+            size = len(keras.tree.flatten(trained[0])[0])
+            self.samples_seen += size
+            self._step += 1
+            if self._step % self.test_interval == 0:
+                self._run_test(trained, size)
         if logs is not None:
             logs["batch_size"] = size
             logs["samples_seen"] = self.samples_seen
