@@ -239,10 +239,12 @@ def table(rows):
             if not sel:
                 continue
             base = next(r["ms"] for r in sel if r["lr"] == "constant")
+            low = next(min(r["runs"]) for r in sel if r["lr"] == "constant")
             for r in sel:
                 lines.append(
                     f"| {backend} | {kind} | {r['lr']} | {r['ms']:.2f} | "
-                    f"{r['ms'] / base:.3f} |"
+                    f"{r['ms'] / base:.3f} | {min(r['runs']):.2f} | "
+                    f"{min(r['runs']) / low:.3f} |"
                 )
     lines.append("")
     lines.append("### Per-sample-gradient batch-size test vs a training step")
@@ -289,7 +291,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", default="all")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out")
     parser.add_argument("--table-only")
     parser.add_argument("--child", nargs=2)
