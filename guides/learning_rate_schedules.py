@@ -49,8 +49,13 @@ os.makedirs(IMAGES, exist_ok=True)
 print("Keras", keras.__version__, "on backend:", keras.backend.backend())
 
 
-def evaluate(schedule, steps):
-    """A schedule's learning rate at each step, as a NumPy array."""
+def evaluate(schedule, steps, vectorized=True):
+    """A schedule's learning rate at each step, as a NumPy array.
+
+    Our schedules accept a vector of steps; some of Keras's (such as
+    `PiecewiseConstantDecay` on torch) take one step at a time."""
+    if not vectorized:
+        return np.array([float(schedule(int(step))) for step in steps])
     values = schedule(keras.ops.convert_to_tensor(steps, "float32"))
     return keras.ops.convert_to_numpy(values)
 
@@ -230,10 +235,19 @@ main = keras.optimizers.schedules.PiecewiseConstantDecay(
 warm = schedules.GradualWarmup(
     main, warmup_steps=5 * epoch, start_learning_rate=0.1
 )
-steps = np.arange(0, 90 * epoch)
+steps = np.arange(0, 90 * epoch, 15)
 figure, axis = plt.subplots(figsize=(7, 3.5))
-axis.plot(steps / epoch, evaluate(warm, steps), label="with gradual warmup")
-axis.plot(steps / epoch, evaluate(main, steps), "--", label="without")
+axis.plot(
+    steps / epoch,
+    evaluate(warm, steps, vectorized=False),
+    label="with gradual warmup",
+)
+axis.plot(
+    steps / epoch,
+    evaluate(main, steps, vectorized=False),
+    "--",
+    label="without",
+)
 axis.set_yscale("log")
 axis.set_xlabel("epoch")
 axis.set_ylabel("learning rate (log scale)")
@@ -275,9 +289,9 @@ class BatchLoss(keras.callbacks.Callback):
 
 
 runs = {
-    "constant 3e-3": 3e-3,
-    "WSD 3e-3, 1-sqrt decay over 20%": schedules.WarmupStableDecay(
-        3e-3, warmup_steps=0.05, decay_steps=0.2, total_steps=total
+    "constant 1e-2": 1e-2,
+    "WSD 1e-2, 1-sqrt decay over 20%": schedules.WarmupStableDecay(
+        1e-2, warmup_steps=0.05, decay_steps=0.2, total_steps=total
     ),
 }
 curves = {}
@@ -324,9 +338,21 @@ save(figure, "wsd_training.png")
 
 ## What the run shows
 
-On JAX, 30 epochs (870 steps), the full run printed:
+On JAX, 30 epochs (600 steps of 64), the full run printed:
 
-RESULTS_PLACEHOLDER
+```
+constant 1e-2                      test loss 0.0954, accuracy 0.9815
+WSD 1e-2, 1-sqrt decay over 20%    test loss 0.0922, accuracy 0.9759
+```
+
+On this small problem the schedule makes no real difference: the model fits
+the 1,257 training digits almost exactly under both, the training loss does
+*not* drop sharply when the decay starts (the plot), and the two test
+accuracies differ by less than one test error in a hundred. MiniCPM's sharp
+drop comes from the noise floor of a large model that is far from fitting
+its data; a model that interpolates its training set has no such floor to
+remove. Use this section for the mechanics (a schedule object in `compile`,
+saved with the model), not as evidence for WSD.
 
 ## References
 
