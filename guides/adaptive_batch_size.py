@@ -251,11 +251,11 @@ samples per run, 2-core CPU) printed:
 norm test (eta=0.1) asks for a batch of 1944
 inner-product test (theta=0.1) asks for 88
 augmented test (theta=nu=0.1) asks for 1826
-fixed batch 32                     steps  9375  final batch   32  test acc 0.8651
-fixed batch 512                    steps   586  final batch  512  test acc 0.8375
-norm test, eta 0.5                 steps   398  final batch  864  test acc 0.8347
-augmented test, theta = nu = 0.5   steps   398  final batch  832  test acc 0.8324
-norm test + WSD by samples         steps   431  final batch 1024  test acc 0.8343
+fixed batch 32                    steps  9375 final batch   32  test acc 0.8651
+fixed batch 512                   steps   586 final batch  512  test acc 0.8375
+norm test, eta 0.5                steps   398 final batch  864  test acc 0.8347
+augmented test, theta = nu = 0.5  steps   398 final batch  832  test acc 0.8324
+norm test + WSD by samples        steps   431 final batch 1024  test acc 0.8343
 ```
 
 - On this model the gradient noise is large from the start: at
