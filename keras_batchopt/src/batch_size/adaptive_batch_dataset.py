@@ -195,20 +195,14 @@ class AdaptiveBatchDataset(DataAdapter):
         return data_adapter_utils.get_torch_dataloader(self._generate())
 
     def get_tf_dataset(self):
-        import tensorflow as tf
-
-        def spec(array):
-            return tf.TensorSpec(
-                (None,) + array.shape[1:], tf.as_dtype(array.dtype)
-            )
+        from keras_batchopt.src.backend.tensorflow.data import (
+            dataset_from_generator,
+        )
 
         example = tuple(
             s for s in (self._x, self._y, self._sample_weight) if s is not None
         )
-        signature = keras.tree.map_structure(spec, example)
-        return tf.data.Dataset.from_generator(
-            self._generate, output_signature=signature
-        )
+        return dataset_from_generator(self._generate, example)
 
     @property
     def num_batches(self):
