@@ -145,11 +145,20 @@ class Curve(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.samples, self.losses, self.sizes = [], [], []
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_samples, self.epoch_total = 0, 0.0
+
     def on_train_batch_end(self, batch, logs=None):
         # `samples_seen` and `batch_size` are added by AdaptiveBatchSize.
+        # Keras logs the epoch's running mean of the loss, weighted by batch
+        # size; undo it to get this batch's loss.
+        size = logs["batch_size"]
+        self.epoch_samples += size
+        total = float(logs["loss"]) * self.epoch_samples
+        self.losses.append((total - self.epoch_total) / size)
+        self.epoch_total = total
         self.samples.append(logs["samples_seen"])
-        self.losses.append(float(logs["loss"]))
-        self.sizes.append(logs["batch_size"])
+        self.sizes.append(size)
 
 
 def train(name, batch_size, test=None, learning_rate_schedule=None, **kw):
