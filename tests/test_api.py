@@ -34,7 +34,13 @@ def test_exported_class_docstring_has_the_house_sections(path):
     for section in ("Args:",):
         assert section in doc, f"{path} docstring lacks {section}"
     obj = REGISTRY[path]
-    if path.startswith(("keras_batchopt.schedules.", "keras_batchopt.batch_")):
+    if path.startswith(
+        (
+            "keras_batchopt.schedules.",
+            "keras_batchopt.batch_",
+            "keras_batchopt.layers.",
+        )
+    ):
         for section in ("Example:", "References:"):
             assert section in doc, f"{path} docstring lacks {section}"
     elif issubclass(obj, keras.optimizers.Optimizer) and (
@@ -44,32 +50,31 @@ def test_exported_class_docstring_has_the_house_sections(path):
             assert section in doc, f"{path} docstring lacks {section}"
 
 
-def test_public_optimizers_are_all_exported():
+@pytest.mark.parametrize("module", ["optimizers", "schedules", "layers"])
+def test_public_names_are_all_exported(module):
     public = {
         name
-        for name in dir(keras_batchopt.optimizers)
+        for name in dir(getattr(keras_batchopt, module))
         if not name.startswith("_")
     }
     exported = {
         p.rsplit(".", 1)[-1]
         for p in REGISTRY
-        if p.startswith("keras_batchopt.optimizers.")
+        if p.startswith(f"keras_batchopt.{module}.")
     }
     assert public == exported
 
 
-def test_public_schedules_are_all_exported():
-    public = {
-        name
-        for name in dir(keras_batchopt.schedules)
-        if not name.startswith("_")
-    }
-    exported = {
-        p.rsplit(".", 1)[-1]
-        for p in REGISTRY
-        if p.startswith("keras_batchopt.schedules.")
-    }
-    assert public == exported
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in REGISTRY if p.startswith("keras_batchopt.layers.")),
+)
+def test_layer_docstrings_state_training_and_inference(path):
+    obj = REGISTRY[path]
+    if not isinstance(obj, type):
+        return
+    doc = obj.__doc__.lower()
+    assert "training" in doc and "inference" in doc, path
 
 
 def test_version():

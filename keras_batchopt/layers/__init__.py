@@ -1,0 +1,27 @@
+"""Public normalization and weight-standardized layers of keras_batchopt."""
+
+from keras_batchopt.src.layers.convolutional.scaled_ws_conv1d import (
+    ScaledWSConv1D as ScaledWSConv1D,
+)
+from keras_batchopt.src.layers.convolutional.scaled_ws_conv2d import (
+    ScaledWSConv2D as ScaledWSConv2D,
+)
+from keras_batchopt.src.layers.convolutional.scaled_ws_conv3d import (
+    ScaledWSConv3D as ScaledWSConv3D,
+)
+from keras_batchopt.src.layers.convolutional.weight_standardization import (
+    nonlinearity_gain as nonlinearity_gain,
+)
+from keras_batchopt.src.layers.convolutional.ws_conv1d import (
+    WSConv1D as WSConv1D,
+)
+from keras_batchopt.src.layers.convolutional.ws_conv2d import (
+    WSConv2D as WSConv2D,
+)
+from keras_batchopt.src.layers.convolutional.ws_conv3d import (
+    WSConv3D as WSConv3D,
+)
+from keras_batchopt.src.layers.convolutional.ws_dense import WSDense as WSDense
+from keras_batchopt.src.layers.normalization.ghost_batch_normalization import (
+    GhostBatchNormalization as GhostBatchNormalization,
+)

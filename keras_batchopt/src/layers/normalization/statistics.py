@@ -1,0 +1,56 @@
+"""Shared math of the normalization layers, in float32.
+
+Statistics of float16 and bfloat16 inputs are taken in float32: a float16
+sum of squares overflows above 256 and bfloat16 keeps 8 bits of mantissa.
+Each layer upcasts once, computes, and casts its output back.
+"""
+
+from keras import backend
+from keras import ops
+
+
+def upcast(x):
+    """``x`` in float32 if it is float16 or bfloat16 (or an int), else
+    unchanged: float64 stays float64, as in Keras's BatchNormalization."""
+    return ops.cast(x, backend.result_type(x.dtype, "float32"))
+
+
+def channel_shape(ndim, axis, size):
+    """The broadcast shape of a per-channel vector: 1 except at ``axis``."""
+    shape = [1] * ndim
+    shape[axis] = size
+    return shape
+
+
+def reduction_axes(ndim, axis, keep=(0,)):
+    """Every axis but ``axis`` and those in ``keep``."""
+    return [i for i in range(ndim) if i != axis and i not in keep]
+
+
+def unbiased(variance, count):
+    """PyTorch's running-variance correction ``n / (n - 1)`` (1 if n < 2)."""
+    count = ops.cast(count, variance.dtype)
+    return variance * count / ops.maximum(count - 1.0, 1.0)
+
+
+def moving_average(variable, value, momentum):
+    """``variable <- momentum * variable + (1 - momentum) * value``.
+
+    Keras's convention: `momentum` weighs the old value. PyTorch's
+    `momentum=0.1` is Keras's `momentum=0.9`.
+    """
+    variable.assign(
+        variable * momentum + ops.cast(value, variable.dtype) * (1 - momentum)
+    )
+
+
+def scale_and_offset(mean, variance, gamma, beta, epsilon):
+    """``a, b`` with ``(x - mean) / sqrt(variance + eps) * gamma + beta``
+    equal to ``x * a + b``: one pass over ``x`` to normalize it."""
+    scale = ops.rsqrt(variance + epsilon)
+    if gamma is not None:
+        scale = scale * gamma
+    offset = -mean * scale
+    if beta is not None:
+        offset = offset + beta
+    return scale, offset
