@@ -22,6 +22,15 @@ from keras_batchopt.src.layers.convolutional.ws_conv3d import (
     WSConv3D as WSConv3D,
 )
 from keras_batchopt.src.layers.convolutional.ws_dense import WSDense as WSDense
+from keras_batchopt.src.layers.normalization.batch_channel_normalization import (  # noqa: E501
+    BatchChannelNormalization as BatchChannelNormalization,
+)
 from keras_batchopt.src.layers.normalization.ghost_batch_normalization import (
     GhostBatchNormalization as GhostBatchNormalization,
+)
+from keras_batchopt.src.layers.normalization.instance_batch_normalization import (  # noqa: E501
+    InstanceBatchNormalization as InstanceBatchNormalization,
+)
+from keras_batchopt.src.layers.normalization.region_normalization import (
+    RegionNormalization as RegionNormalization,
 )
