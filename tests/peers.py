@@ -7,25 +7,33 @@ import sys
 import types
 
 
-def timm_optimizer(module, name):
-    """`timm.optim.<module>.<name>` without running timm/__init__.py.
+def timm_attribute(package, module, name):
+    """`timm.<package>.<module>.<name>` without running timm/__init__.py.
 
     timm imports torchvision at package import, and torchvision does not
-    install beside the CPU torch wheel (perf-baseline doc, section 1.3). The
-    optimizer modules themselves need only torch, so register bare parent
-    packages and import the module directly.
+    install beside the CPU torch wheel (perf-baseline doc, section 1.3).
+    The optimizer and conv modules themselves need only torch, so register
+    bare parent packages and import the module directly.
     """
-    if "timm" not in sys.modules:
+    if "timm" in sys.modules:
+        root = sys.modules["timm"].__path__[0]
+    else:
         spec = importlib.util.find_spec("timm")
         if spec is None:
             raise ImportError("timm is not installed")
         root = os.path.dirname(spec.origin)
-        for package_name, path in (
-            ("timm", root),
-            ("timm.optim", f"{root}/optim"),
-        ):
-            package = types.ModuleType(package_name)
-            package.__path__ = [path]
-            sys.modules[package_name] = package
-    full_name = f"timm.optim.{module}"
+    for package_name, path in (
+        ("timm", root),
+        (f"timm.{package}", f"{root}/{package}"),
+    ):
+        if package_name not in sys.modules:
+            bare = types.ModuleType(package_name)
+            bare.__path__ = [path]
+            sys.modules[package_name] = bare
+    full_name = f"timm.{package}.{module}"
     return getattr(importlib.import_module(full_name), name)
+
+
+def timm_optimizer(module, name):
+    """`timm.optim.<module>.<name>`, see `timm_attribute`."""
+    return timm_attribute("optim", module, name)

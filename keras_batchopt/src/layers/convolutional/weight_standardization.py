@@ -101,9 +101,9 @@ def standardize(kernel, epsilon, unbiased, placement, scaled, gain=None):
     w = statistics.upcast(kernel)
     axes = list(range(len(w.shape) - 1))
     fan_in = math.prod(w.shape[:-1])
-    mean = ops.mean(w, axes, keepdims=True)
+    mean = statistics.mean(w, axes, keepdims=True)
     centered = w - mean
-    variance = ops.mean(ops.square(centered), axes, keepdims=True)
+    variance = statistics.mean(ops.square(centered), axes, keepdims=True)
     if unbiased:
         variance = variance * (fan_in / max(fan_in - 1, 1))
     if placement == "outside":

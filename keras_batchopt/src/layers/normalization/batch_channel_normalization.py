@@ -175,8 +175,10 @@ class BatchChannelNormalization(ChannelNormalization):
                 variance = variance * self.momentum + around_old * (
                     1 - self.momentum
                 )
-                self.moving_mean.assign(ops.cast(mean, "float32"))
-                self.moving_variance.assign(ops.cast(variance, "float32"))
+                self.moving_mean.assign(ops.cast(mean, self.moving_mean.dtype))
+                self.moving_variance.assign(
+                    ops.cast(variance, self.moving_variance.dtype)
+                )
             else:
                 count = 1
                 for i in axes:

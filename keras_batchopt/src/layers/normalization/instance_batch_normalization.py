@@ -117,8 +117,8 @@ class InstanceBatchNormalization(ChannelNormalization):
         mean, variance = ops.moments(x, spatial, keepdims=True)
         if self.is_training(training):
             # Batch statistics from the per-sample ones (total variance).
-            batch_mean = ops.mean(mean, 0, keepdims=True)
-            batch_variance = ops.mean(
+            batch_mean = statistics.mean(mean, 0, keepdims=True)
+            batch_variance = statistics.mean(
                 variance + ops.square(mean - batch_mean), 0, keepdims=True
             )
             count = ops.shape(x)[0]

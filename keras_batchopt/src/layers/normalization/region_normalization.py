@@ -224,7 +224,7 @@ class RegionNormalization(keras.layers.Layer):
         return ops.cast(mask, x.dtype)
 
     def _learned_map(self, x):
-        mean = ops.mean(x, axis=self.axis, keepdims=True)
+        mean = statistics.mean(x, self.axis % 4, keepdims=True)
         top = ops.max(x, axis=self.axis, keepdims=True)
         attention = ops.sigmoid(
             self.attention(ops.concatenate([mean, top], axis=self.axis))

@@ -10,9 +10,12 @@ from keras import ops
 
 
 def upcast(x):
-    """``x`` in float32 if it is float16 or bfloat16 (or an int), else
-    unchanged: float64 stays float64, as in Keras's BatchNormalization."""
-    return ops.cast(x, backend.result_type(x.dtype, "float32"))
+    """``x`` in float32 if it is float16 or bfloat16, else unchanged
+    (float64 stays float64)."""
+    x = ops.convert_to_tensor(x)
+    if backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+        return ops.cast(x, "float32")
+    return x
 
 
 def channel_shape(ndim, axis, size):
@@ -54,3 +57,13 @@ def scale_and_offset(mean, variance, gamma, beta, epsilon):
     if beta is not None:
         offset = offset + beta
     return scale, offset
+
+
+def mean(x, axis, keepdims=False):
+    """`ops.mean` that keeps float64 exact: Keras's computes a float64 mean
+    in float32 (its `result_type(float64, "float32")` is float32)."""
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    count = 1
+    for i in axes:
+        count = count * ops.shape(x)[i]
+    return ops.sum(x, axes, keepdims=keepdims) / ops.cast(count, x.dtype)
