@@ -115,7 +115,9 @@ def standardize(kernel, epsilon, unbiased, placement, scaled, gain=None):
             scale = scale / math.sqrt(fan_in)
     else:
         spread = variance * fan_in if scaled else variance
-        scale = ops.rsqrt(ops.maximum(spread, epsilon))
+        # max(spread, eps) as spread + relu(eps - spread): Keras's
+        # `maximum` promotes float64 to float32.
+        scale = ops.rsqrt(spread + ops.relu(epsilon - spread))
     if gain is not None:
         scale = scale * ops.cast(gain, scale.dtype)
     return ops.cast(centered * scale, dtype)
@@ -160,8 +162,28 @@ class WeightStandardization:
             gain,
         )
 
-    def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, self.standardized_kernel(kernel))
+    def call(self, inputs):
+        # Keras's `Conv1D.call` bypasses `convolution_op`, so the
+        # convolution is spelled out here, once for every rank.
+        padding = self.padding
+        if padding == "causal":
+            inputs = ops.pad(inputs, self._compute_causal_padding())
+            padding = "valid"
+        outputs = ops.conv(
+            inputs,
+            self.standardized_kernel(self.kernel),
+            strides=list(self.strides),
+            padding=padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        if self.use_bias:
+            shape = [1] * len(outputs.shape)
+            shape[-1 if self.data_format == "channels_last" else 1] = -1
+            outputs = ops.add(outputs, ops.reshape(self.bias, shape))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
 
     def get_config(self):
         config = super().get_config()

@@ -33,7 +33,9 @@ def reduction_axes(ndim, axis, keep=(0,)):
 def unbiased(variance, count):
     """PyTorch's running-variance correction ``n / (n - 1)`` (1 if n < 2)."""
     count = ops.cast(count, variance.dtype)
-    return variance * count / ops.maximum(count - 1.0, 1.0)
+    # max(n - 1, 1) as 1 + relu(n - 2): Keras's `maximum` promotes float64
+    # to float32.
+    return variance * count / (1.0 + ops.relu(count - 2.0))
 
 
 def moving_average(variable, value, momentum):
