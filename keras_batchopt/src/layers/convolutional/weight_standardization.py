@@ -233,6 +233,18 @@ class ScaledWeightStandardization(WeightStandardization):
                 initializer=initializers.Ones(),
             )
 
+    # Keras's convolutions save `kernel` and `bias` by position; the gain
+    # goes after them.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built and self.gain is not None:
+            store[str(1 + int(self.use_bias))] = self.gain
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built and self.gain is not None:
+            self.gain.assign(store[str(1 + int(self.use_bias))])
+
     def get_config(self):
         config = super().get_config()
         config.update(gamma=self.gamma, use_gain=self.use_gain)

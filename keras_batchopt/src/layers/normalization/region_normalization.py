@@ -187,7 +187,13 @@ class RegionNormalization(keras.layers.Layer):
             padding="same",
             use_bias=use_bias,
             data_format=self.data_format,
-            dtype=self.dtype_policy,
+            # The attention map decides the region by a threshold: under
+            # mixed precision it is computed in float32, like statistics.
+            dtype=(
+                "float32"
+                if self.compute_dtype in ("float16", "bfloat16")
+                else self.dtype_policy
+            ),
             name=name,
         )
 
