@@ -4,10 +4,10 @@
 #     bash scripts/test.sh            # everything (what CI runs)
 #     bash scripts/test.sh -k adan    # extra arguments go to pytest
 #
-# Then a pass of the optimizer, schedule, batch-size and API tests against the Keras floor declared in
-# pyproject.toml, on the backends whose framework still works with that
-# Keras (torch and tensorflow; Keras 3.8's JAX backend needs a JAX of its
-# own era). It ends with one line "total: N passed, N failed".
+# Then a pass of the optimizer, schedule, batch-size, API and layer-contract
+# tests against the Keras floor declared in pyproject.toml, on the backends
+# whose framework still works with that Keras (torch and tensorflow; Keras
+# 3.8's JAX backend needs a JAX of its own era). It ends with one line "total: N passed, N failed".
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 cd "$ROOT"
@@ -30,10 +30,11 @@ if [ ! -d "$floor_dir/keras" ]; then
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps \
         --target "$floor_dir" "keras==$KERAS_FLOOR"
 fi
-floor() {  # the optimizer and API tests against the Keras floor
+floor() {  # what leans on Keras's API, against the Keras floor (the layers'
+    # formulas are checked on the current Keras; their Keras integration here)
     run "keras-$KERAS_FLOOR-$1" "$1" "$floor_dir" \
         tests/optimizers tests/schedules tests/batch_size tests/test_api.py \
-        "${@:2}"
+        tests/layers/test_keras_contract.py "${@:2}"
 }
 
 # Two lanes side by side (the suites are independent processes; most of
