@@ -8,33 +8,29 @@ from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 BATCH_STATISTICS = ("estimated", "batch")
 
 
-def group_normalize(x, axis, groups, gamma, beta, epsilon):
-    """Group normalization without a per-channel affine, then an affine per
-    group (`gamma`, `beta` of shape `(groups,)`), as BCN's channel part.
+def group_moments(mean, variance, axis, groups):
+    """Per-sample group moments from per-sample channel moments.
 
-    Statistics per sample and group over the group's channels and every
-    other non-batch axis; biased variance.
+    `mean` and `variance` (biased) are per sample and channel, with the
+    spatial axes kept as 1; a group's mean is the mean of its channels'
+    means, and its variance the mean of `variance + (mean - group mean)^2`
+    (the law of total variance, exact for equal counts). Returns them
+    broadcast back to one value per channel.
     """
-    shape = tuple(x.shape)
-    rank = len(shape)
+    shape = tuple(mean.shape)
     channels = shape[axis]
-    split = (
-        tuple(ops.shape(x)[:axis])
-        + (groups, channels // groups)
-        + tuple(ops.shape(x)[axis + 1 :])
+    split = shape[:axis] + (groups, channels // groups) + shape[axis + 1 :]
+    mean = ops.reshape(mean, (-1,) + split[1:])
+    variance = ops.reshape(variance, (-1,) + split[1:])
+    group_mean = statistics.mean(mean, axis + 1, keepdims=True)
+    group_variance = statistics.mean(
+        variance + ops.square(mean - group_mean), axis + 1, keepdims=True
     )
-    grouped = ops.reshape(x, (-1,) + split[1:])
-    axes = [i for i in range(1, rank + 1) if i != axis]
-    mean, variance = ops.moments(grouped, axes, keepdims=True)
-    affine_shape = statistics.channel_shape(rank + 1, axis, groups)
-    scale, offset = statistics.scale_and_offset(
-        mean,
-        variance,
-        None if gamma is None else ops.reshape(gamma, affine_shape),
-        None if beta is None else ops.reshape(beta, affine_shape),
-        epsilon,
+    full = (ops.shape(mean)[0],) + split[1:]
+    return tuple(
+        ops.reshape(ops.broadcast_to(v, full), (-1,) + shape[1:])
+        for v in (group_mean, group_variance)
     )
-    return ops.reshape(grouped * scale + offset, (-1,) + shape[1:])
 
 
 @keras_batchopt_export("keras_batchopt.layers.BatchChannelNormalization")
@@ -157,57 +153,100 @@ class BatchChannelNormalization(ChannelNormalization):
         self.build_moving_statistics(channels)
 
     def call(self, inputs, training=None):
+        # Both parts need only each sample's per-channel moments: the batch
+        # moments follow from them, and so do the group moments of the
+        # batch part's output, an affine map of the input per channel. The
+        # input is then read once more, for one fused affine map.
         x = statistics.upcast(inputs)
         rank = len(x.shape)
         axis = self.channel_axis(rank)
-        mean = ops.cast(self.moving_mean, x.dtype)
-        variance = ops.cast(self.moving_variance, x.dtype)
+        channels = x.shape[axis]
+        shape = statistics.channel_shape(rank, axis, channels)
+        spatial = statistics.reduction_axes(rank, axis)
+        sample_mean, sample_variance = ops.moments(x, spatial, keepdims=True)
+        mean = ops.reshape(ops.cast(self.moving_mean, x.dtype), shape)
+        variance = ops.reshape(ops.cast(self.moving_variance, x.dtype), shape)
         if self.is_training(training):
-            axes = statistics.reduction_axes(rank, axis, keep=())
-            batch_mean, batch_variance = ops.moments(x, axes)
+            batch_mean = statistics.mean(sample_mean, 0, keepdims=True)
+            batch_variance = statistics.mean(
+                sample_variance + ops.square(sample_mean - batch_mean),
+                0,
+                keepdims=True,
+            )
             if self.batch_statistics == "estimated":
-                # No gradient through the estimated statistics.
+                # No gradient through the estimated statistics; the
+                # variance is taken around the old moving mean:
+                # mean((x - old)^2) = var + (mean - old)^2.
                 batch_mean = ops.stop_gradient(batch_mean)
                 batch_variance = ops.stop_gradient(batch_variance)
-                # mean((x - old)^2) = var + (mean - old)^2, in one pass.
                 around_old = batch_variance + ops.square(batch_mean - mean)
                 mean = mean * self.momentum + batch_mean * (1 - self.momentum)
                 variance = variance * self.momentum + around_old * (
                     1 - self.momentum
                 )
-                self.moving_mean.assign(ops.cast(mean, self.moving_mean.dtype))
-                self.moving_variance.assign(
-                    ops.cast(variance, self.moving_variance.dtype)
-                )
+                for variable, value in (
+                    (self.moving_mean, mean),
+                    (self.moving_variance, variance),
+                ):
+                    variable.assign(
+                        ops.cast(ops.reshape(value, (-1,)), variable.dtype)
+                    )
             else:
                 count = 1
-                for i in axes:
+                for i in [0] + spatial:
                     count = count * ops.shape(x)[i]
                 statistics.moving_average(
-                    self.moving_mean, batch_mean, self.momentum
+                    self.moving_mean,
+                    ops.reshape(batch_mean, (-1,)),
+                    self.momentum,
                 )
                 statistics.moving_average(
                     self.moving_variance,
-                    statistics.unbiased(batch_variance, count),
+                    statistics.unbiased(
+                        ops.reshape(batch_variance, (-1,)), count
+                    ),
                     self.momentum,
                 )
                 mean, variance = batch_mean, batch_variance
-        y = ops.batch_normalization(
-            x,
+        gamma = self.read(self.gamma, x.dtype)
+        beta = self.read(self.beta, x.dtype)
+        scale, offset = statistics.scale_and_offset(
             mean,
             variance,
-            axis=axis,
-            offset=self.read(self.beta, x.dtype),
-            scale=self.read(self.gamma, x.dtype),
-            epsilon=self.epsilon,
+            None if gamma is None else ops.reshape(gamma, shape),
+            None if beta is None else ops.reshape(beta, shape),
+            self.epsilon,
         )
-        outputs = group_normalize(
-            y,
+        # The batch part's output y = x * scale + offset, per sample and
+        # channel: mean scale * m + offset, variance scale^2 * v.
+        group_mean, group_variance = group_moments(
+            sample_mean * scale + offset,
+            sample_variance * ops.square(scale),
             axis,
             self.groups,
-            self.read(self.group_gamma, x.dtype),
-            self.read(self.group_beta, x.dtype),
+        )
+        group_gamma = self.read(self.group_gamma, x.dtype)
+        group_beta = self.read(self.group_beta, x.dtype)
+        per_group = statistics.channel_shape(rank, axis, self.groups)
+        per_channel = shape[:axis] + [self.groups, -1] + shape[axis + 1 :]
+        per_channel[axis + 1] = channels // self.groups
+
+        def to_channels(vector):
+            vector = ops.reshape(
+                vector, per_group[: axis + 1] + [1] + per_group[axis + 1 :]
+            )
+            vector = ops.broadcast_to(vector, per_channel)
+            return ops.reshape(vector, shape)
+
+        group_scale, group_offset = statistics.scale_and_offset(
+            group_mean,
+            group_variance,
+            None if group_gamma is None else to_channels(group_gamma),
+            None if group_beta is None else to_channels(group_beta),
             self.epsilon,
+        )
+        outputs = x * (scale * group_scale) + (
+            offset * group_scale + group_offset
         )
         return ops.cast(outputs, self.compute_dtype)
 
