@@ -254,21 +254,27 @@ class RegionNormalization(keras.layers.Layer):
         axis = self.axis % rank
         axes = [i for i in range(rank) if i != axis]
         total = ops.cast(ops.size(mask), x.dtype)
-        scales, means = [], []
+        inside = mask > 0.5  # the mask is binary
+        zero = ops.zeros((), x.dtype)
+        sizes = []
         for region in (mask, 1.0 - mask):
             size = ops.sum(region)
-            size = ops.where(size == 0, ops.ones_like(size), size)
-            mean = ops.sum(x * region, axes, keepdims=True) / size
-            means.append(mean)
-        centered = x - (mask * means[0] + (1.0 - mask) * means[1])
-        for region in (mask, 1.0 - mask):
-            size = ops.sum(region)
-            size = ops.where(size == 0, ops.ones_like(size), size)
-            variance = ops.sum(region * ops.square(centered), axes, True)
-            scales.append(
-                ops.rsqrt(variance / total + self.epsilon)
-                * ops.sqrt(size / total)
+            sizes.append(ops.where(size == 0, ops.ones_like(size), size))
+        mean_in = ops.sum(ops.where(inside, x, zero), axes, True) / sizes[0]
+        mean_out = ops.sum(ops.where(inside, zero, x), axes, True) / sizes[1]
+        centered = ops.where(inside, x - mean_in, x - mean_out)
+        squares = ops.square(centered)
+        scales = [
+            ops.rsqrt(ops.sum(square, axes, True) / total + self.epsilon)
+            * ops.sqrt(size / total)
+            for square, size in zip(
+                (
+                    ops.where(inside, squares, zero),
+                    ops.where(inside, zero, squares),
+                ),
+                sizes,
             )
+        ]
         if self.mode == "basic":
             shape = statistics.channel_shape(rank, axis, -1)
 
@@ -278,12 +284,13 @@ class RegionNormalization(keras.layers.Layer):
             foreground = scales[0] * (1.0 + vector(self.foreground_gamma))
             background = scales[1] * (1.0 + vector(self.background_gamma))
             offset = vector(self.foreground_beta) + vector(self.background_beta)
-            scale = mask * foreground + (1.0 - mask) * background
-            outputs = centered * scale + offset
+            outputs = (
+                centered * ops.where(inside, foreground, background) + offset
+            )
         else:
-            scale = mask * scales[0] + (1.0 - mask) * scales[1]
             gamma = ops.cast(self.gamma_conv(attention), x.dtype)
             beta = ops.cast(self.beta_conv(attention), x.dtype)
+            scale = ops.where(inside, scales[0], scales[1])
             outputs = centered * scale * (1.0 + gamma) + beta
         return ops.cast(outputs, self.compute_dtype)
 
