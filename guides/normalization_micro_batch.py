@@ -30,6 +30,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from keras_batchopt import layers  # noqa: E402
 
@@ -44,8 +45,20 @@ data = load_dataset(
     train_size=40 if QUICK else 20000,
     test_size=100 if QUICK else 10000,
 )
-x_train = data.x_train[..., None]
-x_test = data.x_test[..., None]
+
+
+def as_images(x):
+    """28 x 28 x 1 images. scikit-learn's 8 x 8 digits, the loader's
+    fallback when Fashion-MNIST is not installed, are upsampled to 24 x 24
+    and padded."""
+    if x.shape[1] != 28:
+        x = np.pad(
+            np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)]
+        )
+    return x[..., None]
+
+
+x_train, x_test = as_images(data.x_train), as_images(data.x_test)
 y_train, y_test = data.y_train, data.y_test
 print(data.name, x_train.shape, x_test.shape)
 
