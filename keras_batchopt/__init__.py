@@ -6,6 +6,7 @@ once in `keras.ops` and run on TensorFlow, JAX and PyTorch.
 
 from keras_batchopt import batch_size as batch_size
 from keras_batchopt import config as config
+from keras_batchopt import curvature as curvature
 from keras_batchopt import layers as layers
 from keras_batchopt import optimizers as optimizers
 from keras_batchopt import schedules as schedules

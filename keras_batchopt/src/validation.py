@@ -101,3 +101,13 @@ def check_positive_int(name, value):
     if value < 1:
         fail(name, allowed, value)
     return int(value)
+
+
+def check_non_negative_int(name, value):
+    """An integer >= 0."""
+    allowed = "an integer >= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(name, allowed, value)
+    if value < 0:
+        fail(name, allowed, value)
+    return int(value)

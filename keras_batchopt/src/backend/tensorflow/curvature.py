@@ -1,0 +1,115 @@
+"""Hessian-vector products on TensorFlow: nested gradient tapes."""
+
+import keras
+import tensorflow as tf
+from keras import tree
+
+from keras_batchopt.src.curvature import probes as probes_lib
+
+
+def rademacher_probes(variables, seed, step):
+    """One Rademacher tensor per variable, a function of (seed, step, i)."""
+    step = tf.cast(step, tf.int64)
+    out = []
+    for i, v in enumerate(variables):
+        pair = tf.stack([tf.constant(seed * 1_000_003 + i, tf.int64), step])
+        bits = tf.random.stateless_uniform(
+            tuple(v.shape), seed=pair, minval=0, maxval=2, dtype=tf.int32
+        )
+        out.append(tf.cast(2 * bits - 1, v.dtype))
+    return out
+
+
+def _loss(model, x, y, sample_weight, training):
+    kwargs = {"training": training} if model._call_has_training_arg else {}
+    y_pred = model(x, **kwargs)
+    loss = model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+    )
+    return loss, y_pred
+
+
+def _hvp(tape, grads, variables, vectors):
+    """`H v` from the gradient recorded on `tape` (unconnected: zeros)."""
+    hvps = tape.gradient(
+        grads,
+        variables,
+        output_gradients=vectors,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+    return list(hvps)
+
+
+def make_hessian_vector_product(model):
+    """`hvp(x, y, sample_weight, vectors) -> (loss, hvps)` at the model's
+    current weights, in inference mode."""
+
+    @tf.function(reduce_retracing=True)
+    def run(x, y, sample_weight, vectors):
+        variables = model.trainable_variables
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss, _ = _loss(model, x, y, sample_weight, training=False)
+            grads = inner.gradient(
+                loss, variables, unconnected_gradients="zero"
+            )
+        return loss, _hvp(outer, grads, variables, vectors)
+
+    def hvp(x, y, sample_weight, vectors):
+        vectors = [tf.convert_to_tensor(v) for v in vectors]
+        return run(x, y, sample_weight, vectors)
+
+    return hvp
+
+
+def train_step(model, data):
+    """Keras's TensorFlow `train_step`, plus one Hessian-vector product per
+    step handed to the model's Hessian optimizer."""
+    if tf.distribute.has_strategy():
+        raise NotImplementedError(
+            "The Hessian training step does not support tf.distribute "
+            "strategies yet; train without one, or on the JAX backend."
+        )
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    inner = probes_lib.hessian_optimizer(optimizer)
+    variables = model.trainable_weights
+    probes = rademacher_probes(variables, inner.seed, inner.iterations)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as tape:
+            loss, y_pred = _loss(model, x, y, sample_weight, training=True)
+            model._loss_tracker.update_state(
+                _unscaled(loss),
+                sample_weight=tf.shape(
+                    next(i for i in tree.flatten(x) if i is not None)
+                )[0],
+            )
+            loss = optimizer.scale_loss(loss)
+        grads = tape.gradient(loss, variables)
+    loss_scale = tf.cast(optimizer.scale_loss(1.0), tf.float32)
+
+    def with_hvp():
+        return [
+            h / tf.cast(loss_scale, h.dtype)
+            for h in _hvp(outer, grads, variables, probes)
+        ]
+
+    def without_hvp():
+        return [tf.zeros_like(v) for v in probes]
+
+    if inner.hessian_update_interval == 1:
+        hvps = with_hvp()
+    else:
+        hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
+    del outer
+    with inner.using_hessian(hvps, variables):
+        optimizer.apply(grads, variables)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _unscaled(loss):
+    """The loss as Keras's own step tracks it (without distribution
+    scaling)."""
+    from keras.src.losses import loss as loss_module
+
+    return loss_module.unscale_loss_for_distribution(loss)

@@ -1,0 +1,122 @@
+"""Hessian-vector products on PyTorch: double backward."""
+
+import warnings
+
+import keras
+import torch
+from keras import tree
+
+from keras_batchopt.src.curvature import probes as probes_lib
+
+
+def rademacher_probes(variables, seed, step):
+    """One Rademacher tensor per variable, a function of (seed, step)."""
+    step = int(keras.ops.convert_to_numpy(step))
+    out = []
+    generators = {}
+    for v in variables:
+        value = v.value
+        device = value.device
+        if device not in generators:
+            generator = torch.Generator(device=device)
+            generator.manual_seed((seed * 1_000_003 + step) % 2**63)
+            generators[device] = generator
+        bits = torch.randint(
+            0,
+            2,
+            tuple(value.shape),
+            generator=generators[device],
+            device=device,
+        )
+        out.append((2 * bits - 1).to(value.dtype))
+    return out
+
+
+def _loss(model, x, y, sample_weight, training):
+    kwargs = {"training": training} if model._call_has_training_arg else {}
+    y_pred = model(x, **kwargs)
+    loss = model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+    )
+    return loss, y_pred
+
+
+def _hvp(grads, params, vectors):
+    """`H v` from gradients built with `create_graph=True`; a gradient that
+    does not depend on any parameter (a loss linear in it) gives zeros."""
+    pairs = [(g, v) for g, v in zip(grads, vectors) if g.requires_grad]
+    hvps = [None] * len(params)
+    if pairs:
+        hvps = torch.autograd.grad(
+            [g for g, _ in pairs],
+            params,
+            grad_outputs=[v for _, v in pairs],
+            allow_unused=True,
+        )
+    return [
+        torch.zeros_like(p) if h is None else h for h, p in zip(hvps, params)
+    ]
+
+
+def make_hessian_vector_product(model):
+    """`hvp(x, y, sample_weight, vectors) -> (loss, hvps)` at the model's
+    current weights, in inference mode."""
+
+    def hvp(x, y, sample_weight, vectors):
+        params = [v.value for v in model.trainable_variables]
+        vectors = [
+            torch.as_tensor(keras.ops.convert_to_numpy(v)).to(p.device)
+            for v, p in zip(vectors, params)
+        ]
+        with torch.enable_grad():
+            loss, _ = _loss(model, x, y, sample_weight, training=False)
+            grads = torch.autograd.grad(
+                loss, params, create_graph=True, allow_unused=True
+            )
+            grads = [
+                torch.zeros_like(p) if g is None else g
+                for g, p in zip(grads, params)
+            ]
+            hvps = _hvp(grads, params, vectors)
+        return loss.detach(), [h.detach() for h in hvps]
+
+    return hvp
+
+
+def train_step(model, data):
+    """Keras's torch `train_step`, plus one Hessian-vector product per step
+    handed to the model's Hessian optimizer."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    inner = probes_lib.hessian_optimizer(optimizer)
+    model.zero_grad()
+    loss, y_pred = _loss(model, x, y, sample_weight, training=True)
+    model._loss_tracker.update_state(
+        loss,
+        sample_weight=next(i for i in tree.flatten(x) if i is not None).shape[
+            0
+        ],
+    )
+    loss = optimizer.scale_loss(loss)
+    variables = model.trainable_weights[:]
+    if not variables:
+        warnings.warn("The model does not have any trainable weights.")
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    params = [v.value for v in variables]
+    refresh = bool(keras.ops.convert_to_numpy(inner.refreshes_hessian()))
+    grads = torch.autograd.grad(
+        loss, params, create_graph=refresh, allow_unused=True
+    )
+    grads = [
+        torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)
+    ]
+    if refresh:
+        probes = rademacher_probes(variables, inner.seed, inner.iterations)
+        scale = float(keras.ops.convert_to_numpy(optimizer.scale_loss(1.0)))
+        hvps = [h.detach() / scale for h in _hvp(grads, params, probes)]
+    else:
+        hvps = [torch.zeros_like(p) for p in params]
+    grads = [g.detach() for g in grads]
+    with torch.no_grad(), inner.using_hessian(hvps, variables):
+        optimizer.apply(grads, variables)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
