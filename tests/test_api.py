@@ -39,6 +39,7 @@ def test_exported_class_docstring_has_the_house_sections(path):
             "keras_batchopt.schedules.",
             "keras_batchopt.batch_",
             "keras_batchopt.layers.",
+            "keras_batchopt.curvature.",
         )
     ):
         for section in ("Example:", "References:"):
@@ -50,7 +51,9 @@ def test_exported_class_docstring_has_the_house_sections(path):
             assert section in doc, f"{path} docstring lacks {section}"
 
 
-@pytest.mark.parametrize("module", ["optimizers", "schedules", "layers"])
+@pytest.mark.parametrize(
+    "module", ["optimizers", "schedules", "layers", "curvature"]
+)
 def test_public_names_are_all_exported(module):
     public = {
         name

@@ -5,6 +5,7 @@ transformation whose effect Keras defines (clipping, accumulation, EMA,
 schedules, loss scaling, save/load), so it holds for any algorithm.
 """
 
+import contextlib
 import inspect
 import os
 
@@ -39,14 +40,42 @@ def gradients(steps=STEPS, seed=1, scale=1.0):
     ]
 
 
+def fixed_hessians(seed=5):
+    """Hessian-vector products the harness hands to Hessian optimizers:
+    the same every step, so that every contract transformation (loss
+    scaling, accumulation, clipping...) leaves them unchanged."""
+    rng = np.random.RandomState(seed)
+    return [
+        keras.ops.convert_to_tensor(rng.randn(*s).astype("float32"))
+        for s in SHAPES
+    ]
+
+
+def hessian_scope(optimizer, variables):
+    """`using_hessian` for a Hessian optimizer (also inside a
+    LossScaleOptimizer), else a no-op."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if getattr(inner, "needs_hessian", False):
+        return inner.using_hessian(fixed_hessians(), variables)
+    return contextlib.nullcontext()
+
+
+def wire(model, case):
+    """Models trained by a Hessian optimizer get the Hessian step."""
+    if case.needs_hessian:
+        keras_batchopt.curvature.enable_hessian_training(model)
+    return model
+
+
 def apply_all(optimizer, variables, grads_seq, before_step=None):
     trajectory = []
     for step, grads in enumerate(grads_seq):
         if before_step is not None:
             before_step(step)
-        optimizer.apply(
-            [keras.ops.convert_to_tensor(g) for g in grads], variables
-        )
+        with hessian_scope(optimizer, variables):
+            optimizer.apply(
+                [keras.ops.convert_to_tensor(g) for g in grads], variables
+            )
         trajectory.append([to_numpy(v) for v in variables])
     return trajectory
 
@@ -58,11 +87,12 @@ def stateless_apply_all(optimizer, variables, grads_seq):
     opt_values = [v.value for v in optimizer.variables]
     trajectory = []
     for grads in grads_seq:
-        trainable, opt_values = optimizer.stateless_apply(
-            opt_values,
-            [keras.ops.convert_to_tensor(g) for g in grads],
-            trainable,
-        )
+        with hessian_scope(optimizer, variables):
+            trainable, opt_values = optimizer.stateless_apply(
+                opt_values,
+                [keras.ops.convert_to_tensor(g) for g in grads],
+                trainable,
+            )
         trajectory.append([to_numpy(t) for t in trainable])
     return trajectory
 
@@ -116,7 +146,7 @@ def test_save_mid_training_then_resume_gives_same_next_steps(case, tmp_path):
     x, y = batches()
 
     def compiled_model():
-        model = small_model()
+        model = wire(small_model(), case)
         optimizer = case.make()
         # Exclusions are part of the saved state (Keras's own optimizers
         # forget them): the resumed steps must decay the same variables.
@@ -140,7 +170,7 @@ def test_save_mid_training_then_resume_gives_same_next_steps(case, tmp_path):
     interrupted.save(path)
     del interrupted
     keras.backend.clear_session()
-    resumed = keras.models.load_model(path)  # no custom_objects
+    resumed = wire(keras.models.load_model(path), case)  # no custom_objects
     assert type(resumed.optimizer) is case.cls
     decays = [
         resumed.optimizer._use_weight_decay(v)
@@ -164,7 +194,7 @@ def _jit_compile_fit_matches_eager(case):
     x, y = x.reshape(-1, 4), y.reshape(-1)
     weights = []
     for jit in (True, False):
-        model = small_model()
+        model = wire(small_model(), case)
         model.compile(
             optimizer=case.make(),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -195,7 +225,7 @@ def test_loss_scale_optimizer_unscales_exactly(case):
 def test_mixed_float16_fit_with_loss_scaling(case):
     keras.mixed_precision.set_global_policy("mixed_float16")
     x, y = batches()
-    model = small_model()
+    model = wire(small_model(), case)
     before = [w.copy() for w in model.get_weights()]
     model.compile(
         optimizer=keras.optimizers.LossScaleOptimizer(case.make()),
@@ -364,7 +394,7 @@ def test_fit_reduces_loss_and_calls_the_hook(case, monkeypatch):
         counting_hook,
     )
     x, y = batches(n=8)
-    model = small_model()
+    model = wire(small_model(), case)
     model.compile(
         optimizer=case.make(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -4,9 +4,7 @@ import numpy as np
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
-from keras_batchopt.src.curvature.hessian_vector_product import (
-    HessianOperator,
-)
+from keras_batchopt.src.curvature.hessian_vector_product import HessianOperator
 
 
 @keras_batchopt_export("keras_batchopt.curvature.top_hessian_eigenvalues")

@@ -35,8 +35,10 @@ def _batches(x, y, sample_weight, batch_size):
         stop = min(start + batch_size, n)
 
         def part(a, start=start, stop=stop):
-            return None if a is None else keras.ops.convert_to_tensor(
-                np.asarray(a)[start:stop]
+            return (
+                None
+                if a is None
+                else keras.ops.convert_to_tensor(np.asarray(a)[start:stop])
             )
 
         out.append(
@@ -86,9 +88,7 @@ class HessianOperator:
             ]
             _, hvps = self._hvp(x, y, weight, cast)
             for t, h in zip(total, hvps):
-                t += fraction * keras.ops.convert_to_numpy(h).astype(
-                    np.float64
-                )
+                t += fraction * keras.ops.convert_to_numpy(h).astype(np.float64)
         return total
 
     def matvec(self, flat):

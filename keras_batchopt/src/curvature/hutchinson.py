@@ -4,9 +4,7 @@ import numpy as np
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
-from keras_batchopt.src.curvature.hessian_vector_product import (
-    HessianOperator,
-)
+from keras_batchopt.src.curvature.hessian_vector_product import HessianOperator
 
 
 def _rademacher(rng, shapes):
@@ -16,9 +14,7 @@ def _rademacher(rng, shapes):
 def _samples(operator, num_samples, seed):
     """Yields `(z, Hz)` for `num_samples` seeded Rademacher probes."""
     num_samples = validation.check_positive_int("num_samples", num_samples)
-    rng = np.random.RandomState(
-        validation.check_non_negative_int("seed", seed)
-    )
+    rng = np.random.RandomState(validation.check_non_negative_int("seed", seed))
     for _ in range(num_samples):
         z = _rademacher(rng, operator.shapes)
         yield z, operator.product(z)

@@ -39,5 +39,34 @@ def rademacher_probes(variables, seed, step):
 
     Returns:
         A list of backend tensors.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_batchopt
+    >>> w = [keras.Variable(np.zeros((2, 3), "float32"))]
+    >>> [z] = keras_batchopt.curvature.rademacher_probes(w, seed=0, step=0)
+    >>> sorted(set(np.abs(keras.ops.convert_to_numpy(z)).ravel().tolist()))
+    [1.0]
+
+    References:
+        - Hutchinson, 1990, A stochastic estimator of the trace of the
+          influence matrix for Laplacian smoothing splines.
     """
     return backend_module().rademacher_probes(variables, seed, step)
+
+
+def skip_step_on_overflow(optimizer, grads, hvps):
+    """Under a `LossScaleOptimizer`, a non-finite Hessian-vector product is
+    an overflow of the scaled loss like a non-finite gradient: the
+    gradients are made non-finite too, so that the wrapper skips the step
+    and lowers the scale instead of the Hessian average keeping an inf."""
+    if not hasattr(optimizer, "inner_optimizer"):
+        return grads
+    finite = None
+    for h in hvps:
+        ok = keras.ops.all(keras.ops.isfinite(h))
+        finite = ok if finite is None else keras.ops.logical_and(finite, ok)
+    return [
+        keras.ops.where(finite, g, keras.ops.full_like(g, float("nan")))
+        for g in grads
+    ]

@@ -4,9 +4,7 @@ import numpy as np
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
-from keras_batchopt.src.curvature.hessian_vector_product import (
-    HessianOperator,
-)
+from keras_batchopt.src.curvature.hessian_vector_product import HessianOperator
 from keras_batchopt.src.curvature.lanczos import lanczos
 from keras_batchopt.src.curvature.lanczos import tridiagonal_eigh
 
@@ -35,7 +33,9 @@ class SpectralDensity:
         sigma = validation.check_positive("sigma", sigma)
         out = np.zeros_like(grid)
         for n, w in zip(self.nodes, self.weights):
-            gauss = np.exp(-((grid[:, None] - n[None, :]) ** 2) / (2 * sigma**2))
+            gauss = np.exp(
+                -((grid[:, None] - n[None, :]) ** 2) / (2 * sigma**2)
+            )
             out += gauss @ w / (sigma * np.sqrt(2 * np.pi))
         return out / len(self.nodes)
 
@@ -43,7 +43,10 @@ class SpectralDensity:
         """The quadrature estimate of `tr(H)` (`dimension * v^T H v`)."""
         return float(
             np.mean(
-                [self.dimension * np.dot(n, w) for n, w in zip(self.nodes, self.weights)]
+                [
+                    self.dimension * np.dot(n, w)
+                    for n, w in zip(self.nodes, self.weights)
+                ]
             )
         )
 

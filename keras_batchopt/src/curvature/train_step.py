@@ -77,6 +77,9 @@ def enable_hessian_training(model):
     >>> import keras, keras_batchopt
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     >>> model = keras_batchopt.curvature.enable_hessian_training(model)
+
+    References:
+        - [Yao et al., 2021](https://arxiv.org/abs/2006.00719), ADAHESSIAN.
     """
     base = type(model).train_step.__get__(model)
 

@@ -34,10 +34,10 @@ def averaging_axes(shape, mode):
     """The axes averaged over for a variable of `shape` (a tuple), or an
     integer block size, or None for no averaging."""
     rank = len(shape)
-    if isinstance(mode, int):
-        return mode if mode > 1 else None
     if mode == "none" or rank <= 1:
         return None
+    if isinstance(mode, int):
+        return mode if mode > 1 else None
     if rank == 2:
         # The instruction version averages each output unit's row over its
         # inputs: axis 0 of a Keras (in, out) kernel.
@@ -46,15 +46,17 @@ def averaging_axes(shape, mode):
 
 
 def check_block_size(shape, block_size, path):
-    """A block size must divide the variable's size."""
+    """A block size must divide the size of a variable of rank >= 2."""
+    if len(shape) <= 1:
+        return
     size = 1
     for dim in shape:
         size *= int(dim)
     if size % block_size:
         raise ValueError(
             f"Argument `hessian_averaging`={block_size} must divide the "
-            f"number of elements of every variable. Received: variable "
-            f"{path} of shape {tuple(shape)} ({size} elements)."
+            "number of elements of every variable of rank >= 2. Received: "
+            f"variable {path} of shape {tuple(shape)} ({size} elements)."
         )
 
 
@@ -68,6 +70,4 @@ def average_blocks(d, axes):
         blocks = ops.reshape(d, (-1, axes))
         means = ops.mean(blocks, axis=1, keepdims=True)
         return ops.reshape(ops.broadcast_to(means, ops.shape(blocks)), shape)
-    return ops.broadcast_to(
-        ops.mean(d, axis=axes, keepdims=True), ops.shape(d)
-    )
+    return ops.broadcast_to(ops.mean(d, axis=axes, keepdims=True), ops.shape(d))

@@ -75,8 +75,9 @@ class AdaHessian(BatchOptimizer):
             `"spatial_and_input"` (the official `instruction` code's
             defaults): also dense kernels, over their input axis (axis 0
             of Keras's `(in, out)` layout). `"none"`: no averaging. An
-            integer `b`: contiguous blocks of `b` elements of the
-            flattened variable (it must divide every variable's size).
+            integer `b`: contiguous blocks of `b` elements of each
+            flattened variable of rank >= 2 (it must divide their sizes;
+            biases and other 1-D variables are not averaged).
         hessian_update_interval: an integer >= 1. The Hessian-vector
             product is computed (and the Hessian average updated) on
             steps `0, N, 2N, ...` only; the training step skips it on the
@@ -97,7 +98,7 @@ class AdaHessian(BatchOptimizer):
 
     >>> import keras, numpy as np, keras_batchopt
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    >>> keras_batchopt.curvature.enable_hessian_training(model)
+    >>> model = keras_batchopt.curvature.enable_hessian_training(model)
     >>> model.compile(
     ...     optimizer=keras_batchopt.optimizers.AdaHessian(0.1), loss="mse"
     ... )
@@ -137,7 +138,14 @@ class AdaHessian(BatchOptimizer):
           parallelism works through the stateless training step.
     """
 
+    # No TensorFlow XLA update: the Hessian-vector products arrive as
+    # tensors of the training step's graph, which a separately compiled
+    # update cannot capture.
     _fast_path_modules = {}
+    # The decay is the official `w - lr * (... + weight_decay * w)`, taken
+    # in the step (Keras's torch pre-step decay mutates variables in place,
+    # which JAX-style stateless use on torch must not see).
+    _decay_in_update_step = True
 
     # How `scale_learning_rate(rule="auto")` scales it with the batch.
     batch_scaling_rule = "sqrt"
@@ -171,9 +179,7 @@ class AdaHessian(BatchOptimizer):
         self.hessian_power = validation.check_in_interval(
             "hessian_power", hessian_power, 0.0, 1.0, False, True
         )
-        self.hessian_averaging = averaging.check_mode(
-            hessian_averaging
-        )
+        self.hessian_averaging = averaging.check_mode(hessian_averaging)
         self.hessian_update_interval = validation.check_positive_int(
             "hessian_update_interval", hessian_update_interval
         )
@@ -269,9 +275,7 @@ class AdaHessian(BatchOptimizer):
         if self._pending_hessian is None or i not in self._pending_hessian:
             raise ValueError(NOT_WIRED)
         hz = ops.cast(self._pending_hessian[i], dtype)
-        d = averaging.average_blocks(
-            ops.abs(hz), self._averaging_axes[i]
-        )
+        d = averaging.average_blocks(ops.abs(hz), self._averaging_axes[i])
         m = self._momentums[i]
         v = self._hessian_averages[i]
         self.assign_add(m, ops.multiply(ops.subtract(g, m), 1 - self.beta_1))
@@ -283,17 +287,20 @@ class AdaHessian(BatchOptimizer):
             old_v,
         )
         self.assign(v, new_v)
-        step = self.iterations + 1
+        t = self.iterations + 1
         refreshes = ops.floor_divide(
             self.iterations, self.hessian_update_interval
         )
-        correction_1 = bias_correction(self.beta_1, step, dtype)
+        correction_1 = bias_correction(self.beta_1, t, dtype)
         correction_2 = bias_correction(self.beta_2, refreshes + 1, dtype)
         denom = ops.sqrt(new_v) / ops.sqrt(correction_2)
         if self.hessian_power != 1.0:
             denom = ops.power(denom, self.hessian_power)
         denom = denom + self.epsilon
-        self.assign_sub(variable, lr * (m / correction_1) / denom)
+        step = (m / correction_1) / denom
+        if self._decays(variable):
+            step = step + variable * ops.cast(self.weight_decay, dtype)
+        self.assign_sub(variable, lr * step)
 
     def get_config(self):
         config = super().get_config()

@@ -128,6 +128,7 @@ def train_step(model, state, data):
     else:
         grads, hvps, aux = jax.lax.cond(refresh, with_hvp, without_hvp)
     hvps = [h / loss_scale for h in hvps]
+    grads = probes_lib.skip_step_on_overflow(optimizer, grads, hvps)
     unscaled_loss, y_pred, non_trainable, metrics = aux
     with inner.using_hessian(hvps, model.trainable_variables):
         trainable, optimizer_values = optimizer.stateless_apply(

@@ -73,8 +73,6 @@ def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
     inner = probes_lib.hessian_optimizer(optimizer)
-    variables = model.trainable_weights
-    probes = rademacher_probes(variables, inner.seed, inner.iterations)
     with tf.GradientTape() as outer:
         with tf.GradientTape() as tape:
             loss, y_pred = _loss(model, x, y, sample_weight, training=True)
@@ -85,7 +83,10 @@ def train_step(model, data):
                 )[0],
             )
             loss = optimizer.scale_loss(loss)
+        # After the forward pass, which builds a subclassed model.
+        variables = model.trainable_weights
         grads = tape.gradient(loss, variables)
+    probes = rademacher_probes(variables, inner.seed, inner.iterations)
     loss_scale = tf.cast(optimizer.scale_loss(1.0), tf.float32)
 
     def with_hvp():
@@ -101,7 +102,7 @@ def train_step(model, data):
         hvps = with_hvp()
     else:
         hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
-    del outer
+    grads = probes_lib.skip_step_on_overflow(optimizer, grads, hvps)
     with inner.using_hessian(hvps, variables):
         optimizer.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

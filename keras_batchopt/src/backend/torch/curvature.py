@@ -117,6 +117,7 @@ def train_step(model, data):
     else:
         hvps = [torch.zeros_like(p) for p in params]
     grads = [g.detach() for g in grads]
+    grads = probes_lib.skip_step_on_overflow(optimizer, grads, hvps)
     with torch.no_grad(), inner.using_hessian(hvps, variables):
         optimizer.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
