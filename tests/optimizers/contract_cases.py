@@ -8,9 +8,13 @@ exclusion, schedules, stateless apply, fast-path equality) by adding one
 
 import dataclasses
 
+from keras_batchopt.optimizers import AdaGradNorm
+from keras_batchopt.optimizers import AdaHessian
 from keras_batchopt.optimizers import Adan
 from keras_batchopt.optimizers import Lamb
 from keras_batchopt.optimizers import Lars
+from keras_batchopt.optimizers import SGDSaI
+from keras_batchopt.optimizers import SinkGD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +25,10 @@ class OptimizerCase:
     kwargs: dict
     # Whether `weight_decay` is part of the algorithm's step.
     has_weight_decay: bool = True
+    # Whether it needs Hessian-vector products (AdaHessian): the harness
+    # then passes fixed ones with `using_hessian`, and wires models with
+    # `keras_batchopt.curvature.enable_hessian_training`.
+    needs_hessian: bool = False
 
     def make(self, **overrides):
         return self.cls(**{**self.kwargs, **overrides})
@@ -30,6 +38,25 @@ class OptimizerCase:
 
 
 CASES = [
+    OptimizerCase(
+        "ada_hessian",
+        AdaHessian,
+        dict(learning_rate=0.05, weight_decay=0.05, seed=3),
+        needs_hessian=True,
+    ),
+    OptimizerCase(
+        "ada_hessian_power_interval",
+        AdaHessian,
+        dict(
+            learning_rate=0.05,
+            weight_decay=0.05,
+            hessian_power=0.5,
+            hessian_update_interval=2,
+            hessian_averaging="spatial_and_input",
+            seed=3,
+        ),
+        needs_hessian=True,
+    ),
     OptimizerCase(
         "adan",
         Adan,
@@ -93,6 +120,50 @@ CASES = [
             momentum=0.0,
             weight_decay=0.05,
             trust_coefficient=0.02,
+        ),
+    ),
+    OptimizerCase(
+        "sgd_sai",
+        SGDSaI,
+        dict(learning_rate=0.01, weight_decay=0.05),
+    ),
+    OptimizerCase(
+        "sgd_sai_no_momentum",
+        SGDSaI,
+        dict(learning_rate=0.01, momentum=0.0, weight_decay=0.05),
+    ),
+    OptimizerCase(
+        "adagrad_norm",
+        AdaGradNorm,
+        dict(learning_rate=0.1, weight_decay=0.05),
+    ),
+    OptimizerCase(
+        "adagrad_norm_per_variable",
+        AdaGradNorm,
+        dict(learning_rate=0.1, weight_decay=0.05, accumulator="per_variable"),
+    ),
+    OptimizerCase(
+        "adagrad_norm_coordinate",
+        AdaGradNorm,
+        dict(learning_rate=0.05, weight_decay=0.05, accumulator="coordinate"),
+    ),
+    # v0 and v2 (matrices) take SinkGD, v1 and v3 (rank 1) AdamW.
+    OptimizerCase(
+        "sink_gd",
+        SinkGD,
+        dict(learning_rate=0.01, weight_decay=0.05),
+    ),
+    # v2 (a matrix) routed to AdamW by `exclude_layers`.
+    OptimizerCase(
+        "sink_gd_one_iteration",
+        SinkGD,
+        dict(
+            learning_rate=0.01,
+            weight_decay=0.05,
+            num_iterations=1,
+            output_scale="unit_frobenius",
+            adam_lr_ratio=0.5,
+            exclude_layers=["v2"],
         ),
     ),
 ]

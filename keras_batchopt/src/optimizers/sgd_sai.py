@@ -1,0 +1,206 @@
+import math
+
+import keras
+from keras import ops
+
+from keras_batchopt.src import validation
+from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
+
+# The value of a gSNR slot that has not seen a gradient yet. A computed gSNR
+# is a ratio of non-negative numbers, so it is never negative.
+UNSET = -1.0
+
+
+def gradient_snr(gradient, epsilon, size):
+    """`||g|| / (std(g) + epsilon)` in float32, with the unbiased std.
+
+    `size` is the number of entries (static: the variable's).
+
+    A tensor of one element (or none) has no unbiased std (PyTorch returns
+    NaN, which the official code replaces with 0): its std is taken as 0.
+    """
+    g = ops.cast(gradient, "float32")
+    norm = ops.sqrt(ops.sum(ops.square(g)))
+    if size <= 1:
+        return norm / epsilon
+    centered = g - ops.mean(g)
+    std = ops.sqrt(ops.sum(ops.square(centered)) / (size - 1))
+    return norm / (std + epsilon)
+
+
+@keras_batchopt_export("keras_batchopt.optimizers.SGDSaI")
+class SGDSaI(BatchOptimizer):
+    """SGD-SaI: SGD with momentum and learning-rate scaling at initialization.
+
+    SGD-SaI (Xu et al., 2024) gives each variable a fixed learning-rate
+    scale, the signal-to-noise ratio of the first gradient it receives
+    (`gSNR`: the gradient's norm over its standard deviation), and then
+    runs SGD with dampened momentum and decoupled weight decay. It keeps
+    one buffer per variable (half of AdamW's state) and no second moment.
+    This class follows the official code (PyPI `sgd-sai` 1.0.3, class
+    `SGD_sai`) step for step.
+
+    Update rule for a variable `w` with gradient `g`:
+
+    ```
+    gSNR = ||g|| / (std(g) + epsilon)   # at the variable's first gradient
+                                        # only; unbiased std, float32
+    buf = g                             # at the first gradient
+    buf = momentum * buf + (1 - momentum) * g      # afterwards
+    w = w * (1 - learning_rate * weight_decay)
+        - learning_rate * gSNR * buf
+    ```
+
+    With `momentum=0` no buffer is kept and `buf = g`. Variables excluded
+    from weight decay skip the factor `1 - learning_rate * weight_decay`.
+
+    Args:
+        learning_rate: a float >= 0, a
+            `keras.optimizers.schedules.LearningRateSchedule`, or a callable
+            with no arguments. Defaults to `0.01` (official code).
+        momentum: a float in [0, 1). Defaults to `0.9`. With `0` no buffer
+            is kept (plain SGD scaled by gSNR).
+        epsilon: a float > 0 added to the standard deviation in the gSNR.
+            Defaults to `1e-8`.
+        weight_decay: a float >= 0; the decay is decoupled and scaled by the
+            learning rate only, not by the gSNR. Defaults to `0.01`
+            (official code). Exclude variables with
+            `exclude_from_weight_decay()`.
+        **kwargs: the base optimizer arguments (`name`, `clipnorm`,
+            `clipvalue`, `global_clipnorm`, `use_ema`, `ema_momentum`,
+            `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`).
+
+    Example:
+
+    >>> import keras, numpy as np, keras_batchopt
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(
+    ...     optimizer=keras_batchopt.optimizers.SGDSaI(
+    ...         learning_rate=1e-3, weight_decay=1e-2
+    ...     ),
+    ...     loss="mse",
+    ... )
+    >>> x, y = np.ones((8, 4)), np.zeros((8, 1))
+    >>> history = model.fit(x, y, epochs=2, verbose=0)
+
+    References:
+        - [Xu et al., 2024](https://arxiv.org/abs/2412.11768), No More Adam:
+          Learning Rate Scaling at Initialization is All You Need.
+        - Official code: https://github.com/AnonymousAlethiometer/SGD_SaI
+          (`sgd_sai/sgd_sai.py`, PyPI `sgd-sai` 1.0.3).
+
+    Note:
+        - **When the gSNR is taken.** Each variable's gSNR is computed from
+          the first gradient *that variable* receives and then frozen (a
+          float32 scalar optimizer variable per model variable, holding
+          `-1` until then). The official code computes all of them at the
+          first `step()`; the two agree whenever every variable has a
+          gradient at the first step. A variable whose first gradient
+          comes later (`None` before, which Keras skips with a warning)
+          takes its gSNR, and starts its buffer, at that later step; the
+          official code fails there (`KeyError`).
+        - **One-element variables** (scalars, a bias of one unit) have no
+          unbiased standard deviation; as in the official code (NaN
+          replaced by 0) it is taken as 0, so their gSNR is
+          `|g| / epsilon`, a very large scale (1e8 times `|g|` by default).
+          Exclude such variables from training or give them a larger
+          `epsilon` if that is not wanted.
+        - **momentum=0** works here (plain gSNR-scaled SGD, no buffer); the
+          official code fails with it (its buffer is never defined).
+        - **pytorch_optimizer's `SGDSaI`** differs: it starts the buffer at
+          zeros, so its first step is `1 - momentum` times this one (10x
+          smaller at `0.9`), and it sets the std to 0 (gSNR = `||g||`) for
+          every rank-1 variable and every tensor whose first dimension is 1.
+          This class follows the official code on both points.
+        - **Norms** and the standard deviation are computed in float32
+          whatever the variable's dtype. They are evaluated at every step
+          (and discarded after the first) so that the step has no
+          data-dependent branch under `jit_compile`.
+    """
+
+    _decay_in_update_step = True
+
+    # How `scale_learning_rate(rule="auto")` scales it with the batch.
+    batch_scaling_rule = "linear"
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.9,
+        epsilon=1e-8,
+        weight_decay=0.01,
+        name="sgd_sai",
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            name=name,
+            **kwargs,
+        )
+        self.momentum = validation.check_beta("momentum", momentum)
+        self.epsilon = validation.check_positive("epsilon", epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._gsnrs = []
+        self._momentums = []
+        for variable in var_list:
+            self._gsnrs.append(
+                self.add_variable(
+                    shape=(),
+                    initializer=keras.initializers.Constant(UNSET),
+                    dtype="float32",
+                    name=scalar_slot_name(variable, "gsnr"),
+                )
+            )
+            if self.momentum:
+                self._momentums.append(
+                    self.add_variable_from_reference(variable, "momentum")
+                )
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        i = self._get_variable_index(variable)
+        g = ops.cast(gradient, dtype)
+        slot = self._gsnrs[i]
+        current = ops.convert_to_tensor(slot)
+        first = ops.less(current, 0.0)
+        gsnr = ops.where(
+            first,
+            gradient_snr(gradient, self.epsilon, math.prod(variable.shape)),
+            current,
+        )
+        self.assign(slot, gsnr)
+        if self.momentum:
+            buf = self._momentums[i]
+            averaged = ops.add(
+                ops.multiply(buf, self.momentum), g * (1.0 - self.momentum)
+            )
+            direction = ops.where(first, g, averaged)
+            self.assign(buf, direction)
+        else:
+            direction = g
+        lr = ops.cast(learning_rate, dtype)
+        step = direction * (lr * ops.cast(gsnr, dtype))
+        if self._decays(variable):
+            decay = 1.0 - lr * self.weight_decay
+            self.assign(variable, variable * decay - step)
+        else:
+            self.assign_sub(variable, step)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "epsilon": self.epsilon})
+        return config
+
+
+def scalar_slot_name(variable, suffix):
+    """The name `add_variable_from_reference` would give, for a scalar."""
+    if hasattr(variable, "path"):
+        return f"{variable.path.replace('/', '_')}_{suffix}"
+    return f"{str(variable.name).replace('/', '_').replace(':', '_')}_{suffix}"
