@@ -7,6 +7,19 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 
 
+def dense_gradients(grads):
+    """`grads` with every sparse gradient made dense (None kept).
+
+    Only TensorFlow has sparse gradients (`tf.IndexedSlices`, from
+    embedding lookups); its helper is imported only on that backend.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    from keras_batchopt.src.backend.tensorflow import sparse
+
+    return sparse.densify(grads)
+
+
 @keras_batchopt_export("keras_batchopt.optimizers.BatchOptimizer")
 class BatchOptimizer(keras.optimizers.Optimizer):
     """Base class of every keras_batchopt optimizer.
@@ -38,6 +51,17 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       generic decoupled pre-step decay, and asks `_decays(variable)`
       whether a variable is decayed (`weight_decay > 0` and not excluded by
       `exclude_from_weight_decay()`).
+    - **Dense gradients.** `apply()` makes every sparse gradient dense
+      before Keras sees it (on TensorFlow, the `tf.IndexedSlices` that an
+      `Embedding` table gets), so loss-scale unscaling, Keras's clipping
+      and gradient accumulation, `_transform_gradients()`, the fast paths
+      and `update_step()` all see dense tensors, as in the official
+      PyTorch implementations, which have no sparse path. The cost: each
+      step materializes a dense gradient the size of the whole embedding
+      table (memory and a pass over it), and the step then updates every
+      row, also rows the batch did not look up; under `tf.distribute` the
+      gradient is all-reduced dense. Other backends already give dense
+      gradients.
     - **Weight-decay exclusions are saved.** `exclude_from_weight_decay()`
       is recorded in `get_config()` (`decay_exclusions`), so a reloaded
       model decays the same variables; Keras's own optimizers forget them.
@@ -140,6 +164,12 @@ class BatchOptimizer(keras.optimizers.Optimizer):
             # Fill Keras's decay-exclusion cache while the variables still
             # carry their Keras names (TF's update_step sees tf.Variables).
             self._use_weight_decay(variable)
+
+    def apply(self, grads, trainable_variables=None):
+        # Densify first: Keras's loss-scale unscaling (`g / scale`) below
+        # fails on a `tf.IndexedSlices`, and everything after it (clipping,
+        # accumulation, our hooks) then sees dense gradients.
+        return super().apply(dense_gradients(grads), trainable_variables)
 
     def _apply_weight_decay(self, variables):
         if self._decay_in_update_step:

@@ -38,18 +38,6 @@ def check_exclude_layers(value):
     return list(value)
 
 
-def densify(gradient, variable):
-    """A dense gradient for an embedding's sparse one.
-
-    On TensorFlow an embedding lookup gives a `tf.IndexedSlices` gradient,
-    which the moment updates cannot multiply; Keras's TensorFlow `add`
-    densifies it against a dense operand. Other gradients pass unchanged.
-    """
-    if type(gradient).__name__ == "IndexedSlices":
-        return ops.add(gradient, ops.zeros_like(variable))
-    return gradient
-
-
 @keras_batchopt_export("keras_batchopt.optimizers.SinkGD")
 class SinkGD(BatchOptimizer):
     """SinkGD: stateless gradient descent by Sinkhorn normalization.
@@ -222,8 +210,9 @@ class SinkGD(BatchOptimizer):
         - **State.** Only AdamW-routed variables get slot variables (`m`
           and `v`); SinkGD-routed ones get none.
         - **Sparse gradients.** On TensorFlow an embedding's
-          `tf.IndexedSlices` gradient is made dense before the step (a
-          dense AdamW update, as PyTorch's `AdamW` does).
+          `tf.IndexedSlices` gradient is made dense before the step, by
+          `BatchOptimizer` (a dense AdamW update, as PyTorch's `AdamW`
+          does).
     """
 
     # The inherited TensorFlow fast path (this generic step compiled by XLA
@@ -347,7 +336,6 @@ class SinkGD(BatchOptimizer):
         dtype = variable.dtype
         i = self._get_variable_index(variable)
         lr = ops.cast(learning_rate, dtype)
-        gradient = densify(gradient, variable)
         if self._uses_adamw[i]:
             lr = lr * self.adam_lr_ratio
             g = ops.cast(gradient, dtype)

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import tree
 
+from keras_batchopt.src.backend.tensorflow.sparse import densify
 from keras_batchopt.src.curvature import probes as probes_lib
 
 
@@ -30,14 +31,15 @@ def _loss(model, x, y, sample_weight, training):
 
 
 def _hvp(tape, grads, variables, vectors):
-    """`H v` from the gradient recorded on `tape` (unconnected: zeros)."""
+    """`H v` from the gradient recorded on `tape` (unconnected: zeros),
+    dense (an embedding's `H v` is a `tf.IndexedSlices`)."""
     hvps = tape.gradient(
         grads,
         variables,
         output_gradients=vectors,
         unconnected_gradients=tf.UnconnectedGradients.ZERO,
     )
-    return list(hvps)
+    return densify(hvps)
 
 
 def make_hessian_vector_product(model):
@@ -53,6 +55,8 @@ def make_hessian_vector_product(model):
             grads = inner.gradient(
                 loss, variables, unconnected_gradients="zero"
             )
+            # On `outer`: it cannot differentiate a `tf.IndexedSlices`.
+            grads = densify(grads)
         return loss, _hvp(outer, grads, variables, vectors)
 
     def hvp(x, y, sample_weight, vectors):
@@ -85,7 +89,8 @@ def train_step(model, data):
             loss = optimizer.scale_loss(loss)
         # After the forward pass, which builds a subclassed model.
         variables = model.trainable_weights
-        grads = tape.gradient(loss, variables)
+        # Dense on `outer` (it cannot differentiate a `tf.IndexedSlices`).
+        grads = densify(tape.gradient(loss, variables))
     probes = rademacher_probes(variables, inner.seed, inner.iterations)
     loss_scale = tf.cast(optimizer.scale_loss(1.0), tf.float32)
 

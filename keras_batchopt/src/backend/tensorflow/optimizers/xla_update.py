@@ -9,8 +9,9 @@ passes over memory, also when the surrounding step is not compiled. It is
 the same code as the generic path, so the numbers agree to rounding.
 
 It stays out of the way where it does not apply: in eager execution (the
-generic loop runs), under a `tf.distribute` strategy (Keras's own
-distributed update runs) and for sparse gradients.
+generic loop runs) and under a `tf.distribute` strategy (Keras's own
+distributed update runs). Sparse gradients do not reach it:
+`BatchOptimizer.apply` has made them dense; `can_use` still refuses them.
 """
 
 import weakref

@@ -1,0 +1,424 @@
+"""AdaHessian training step vs Adam's, end to end, per backend, on CPU.
+
+Times one training step (`model.train_on_batch`, the compiled
+`train_function` that `fit` runs, on one batch of 128) of the same model
+with `keras.optimizers.Adam`, `keras_batchopt.optimizers.AdaHessian` (one
+Hessian-vector product per step) and `AdaHessian(hessian_update_interval=4)`
+(one every 4 steps). Every model is wired with
+`keras_batchopt.curvature.enable_hessian_training` (with Adam the wired
+model runs Keras's own step) and built from the same seed.
+
+Backends, as `fit` runs them: JAX (`jit_compile` auto = `jax.jit`),
+TensorFlow graph (`jit_compile=False`, what "auto" gives on a CPU-only
+machine) and TensorFlow XLA (`jit_compile=True`), torch (eager).
+
+Models: a small CNN on 32x32x3 (three 3x3 convolutions with pooling, so
+AdaHessian's spatial averaging of convolution kernels runs) and an MLP
+784-512-512-10.
+
+One process per (backend, model); inside it every optimizer is warmed up,
+then timed round-robin for `--rounds` rounds of `--steps` steps (a
+multiple of 4, so the interval-4 row averages whole refresh cycles). Per
+round the mean step time is taken; the table gives the median over all
+rounds of all processes (`--repeats` processes per configuration,
+interleaved) and the median single step.
+
+Usage (from the repository root):
+
+    python benchmarks/ada_hessian_step.py --repeats 3 \
+        --out benchmarks/results/ada_hessian_step_cpu.jsonl
+    python benchmarks/ada_hessian_step.py \
+        --table-only benchmarks/results/ada_hessian_step_cpu.jsonl
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import optimizer_memory  # noqa: E402
+import optimizer_step as base  # noqa: E402
+from optimizer_step_new import nice_kwargs  # noqa: E402
+
+THREADS = 2
+BATCH = 128
+LR = 1e-3
+# (name, backend, jit_compile)
+VARIANTS = [
+    ("jax", "jax", "auto"),
+    ("tf-graph", "tensorflow", False),
+    ("tf-xla", "tensorflow", True),
+    ("torch", "torch", "auto"),
+]
+MODELS = ("cnn", "mlp")
+OPTIMIZERS = ("adam", "adahessian", "adahessian-every4")
+OPT_LABELS = {
+    "adam": "keras Adam",
+    "adahessian": "AdaHessian",
+    "adahessian-every4": "AdaHessian(hessian_update_interval=4)",
+}
+
+
+def build_model(kind):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    if kind == "cnn":
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                layers.Conv2D(16, 3, padding="same", activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(32, 3, padding="same", activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(32, 3, padding="same", activation="relu"),
+                layers.GlobalAveragePooling2D(),
+                layers.Dense(10),
+            ]
+        )
+    else:
+        model = keras.Sequential(
+            [
+                keras.Input((784,)),
+                layers.Dense(512, activation="relu"),
+                layers.Dense(512, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
+    return model
+
+
+def data(kind):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shape = (BATCH, 32, 32, 3) if kind == "cnn" else (BATCH, 784)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    y = rng.integers(0, 10, size=(BATCH,)).astype("int32")
+    return x, y
+
+
+def make_optimizer(name):
+    import keras
+
+    import keras_batchopt
+
+    if name == "adam":
+        return keras.optimizers.Adam(LR)
+    interval = 4 if name.endswith("every4") else 1
+    return keras_batchopt.optimizers.AdaHessian(
+        LR, hessian_update_interval=interval, seed=0
+    )
+
+
+def run_child(variant, kind, warmup, rounds, steps, repeat):
+    import numpy as np
+
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    backend = dict((v[0], v[1]) for v in VARIANTS)[variant]
+    jit = dict((v[0], v[2]) for v in VARIANTS)[variant]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(THREADS)
+    import keras
+
+    import keras_batchopt
+
+    x, y = data(kind)
+    models, first = {}, {}
+    for opt in OPTIMIZERS:
+        model = keras_batchopt.curvature.enable_hessian_training(
+            build_model(kind)
+        )
+        model.compile(
+            optimizer=make_optimizer(opt),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit,
+        )
+        t0 = time.perf_counter()
+        model.train_on_batch(x, y)
+        first[opt] = time.perf_counter() - t0
+        for _ in range(warmup - 1):
+            model.train_on_batch(x, y)
+        models[opt] = model
+    n_params = models["adam"].count_params()
+    per_round = {opt: [] for opt in OPTIMIZERS}
+    times = {opt: [] for opt in OPTIMIZERS}
+    own = {opt: 0.0 for opt in OPTIMIZERS}
+    busy = {opt: 0.0 for opt in OPTIMIZERS}
+    wall = {opt: 0.0 for opt in OPTIMIZERS}
+    for _ in range(rounds):
+        for opt, model in models.items():
+            # `steps` is a multiple of 4: every round of an interval-4
+            # model holds steps / 4 refresh steps, whatever its phase.
+            b0, o0, w0 = (
+                base.cpu_busy_s(),
+                base.own_cpu_s(),
+                time.perf_counter(),
+            )
+            ts = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                model.train_on_batch(x, y)
+                ts.append((time.perf_counter() - t) * 1e3)
+            b1, o1, w1 = (
+                base.cpu_busy_s(),
+                base.own_cpu_s(),
+                time.perf_counter(),
+            )
+            own[opt] += o1 - o0
+            busy[opt] += b1 - b0
+            wall[opt] += w1 - w0
+            times[opt] += ts
+            per_round[opt].append(float(np.mean(ts)))
+    for opt in OPTIMIZERS:
+        iterations = int(
+            keras.ops.convert_to_numpy(models[opt].optimizer.iterations)
+        )
+        print(
+            "RESULT "
+            + json.dumps(
+                dict(
+                    config=f"{variant}-{kind}-{opt}",
+                    variant=variant,
+                    backend=backend,
+                    jit_compile=str(jit),
+                    model=kind,
+                    opt=opt,
+                    n_params=n_params,
+                    repeat=repeat,
+                    round_mean_ms=per_round[opt],
+                    median_step_ms=float(np.median(times[opt])),
+                    first_call_s=first[opt],
+                    own_cores=own[opt] / wall[opt],
+                    foreign_cores=max(busy[opt] - own[opt], 0.0) / wall[opt],
+                    iterations=iterations,
+                    times_ms=[round(t, 3) for t in times[opt]],
+                )
+            ),
+            flush=True,
+        )
+
+
+def run_suite(args):
+    suite = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    commit = optimizer_memory.checkout()
+    pattern = args.only
+    with open(args.out, "a" if args.append else "w") as out:
+        for repeat in range(args.repeats):
+            for variant, backend, _ in VARIANTS:
+                for kind in MODELS:
+                    if pattern and pattern not in f"{variant}-{kind}":
+                        continue
+                    env = dict(os.environ)
+                    env.update(
+                        KERAS_BACKEND=backend,
+                        OMP_NUM_THREADS=str(THREADS),
+                        MKL_NUM_THREADS=str(THREADS),
+                        TF_CPP_MIN_LOG_LEVEL="2",
+                        JAX_PLATFORMS="cpu",
+                        PYTHONWARNINGS="ignore",
+                    )
+                    cmd = [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        "--child",
+                        variant,
+                        "--model",
+                        kind,
+                        "--rounds",
+                        str(args.rounds),
+                        "--steps",
+                        str(args.steps),
+                        "--warmup",
+                        str(args.warmup),
+                        "--repeat",
+                        str(repeat),
+                    ]
+                    t0 = time.perf_counter()
+                    proc = subprocess.run(
+                        cmd,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=900,
+                        **nice_kwargs(args.nice),
+                    )
+                    n = 0
+                    for line in proc.stdout.splitlines():
+                        if line.startswith("RESULT "):
+                            row = json.loads(line[len("RESULT ") :])
+                            row.update(
+                                suite=suite, nice=args.nice, commit=commit
+                            )
+                            out.write(json.dumps(row) + "\n")
+                            n += 1
+                    out.flush()
+                    print(
+                        f"repeat {repeat} {variant} {kind}: {n} rows, "
+                        f"{time.perf_counter() - t0:.0f} s, "
+                        f"rc {proc.returncode}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    if proc.returncode:
+                        print(proc.stderr[-3000:], file=sys.stderr)
+
+
+def render(rows):
+    import numpy as np
+
+    agg = {}
+    for r in rows:
+        agg.setdefault(r["config"], []).append(r)
+    suites = sorted({r.get("suite", "?") for r in rows})
+    r0 = rows[0]
+    steps = len(r0["round_mean_ms"])
+    lines = [
+        "# AdaHessian training step vs Adam's on CPU",
+        "",
+        *optimizer_memory.machine_lines(
+            sorted({r["commit"] for r in rows if "commit" in r})
+        ),
+        f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
+        f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
+        f"(backend, model), each timing its 3 optimizers round-robin, "
+        f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
+        "5 warm-up steps",
+        f"- `model.train_on_batch` on one fixed batch of {BATCH}; every "
+        "model wired with `enable_hessian_training` and built from seed 0; "
+        f"lr {LR}; AdaHessian defaults otherwise (spatial averaging, one "
+        "Rademacher probe per refresh); sparse categorical cross-entropy",
+        "- models: CNN 32x32x3 -> Conv16 -> pool -> Conv32 -> pool -> "
+        "Conv32 -> GAP -> Dense10 (3x3 kernels, ReLU); MLP 784-512-512-10",
+        "",
+        "ms/step = median over rounds (all processes) of the round's mean "
+        "step; the interval-4 rows average whole refresh cycles (1 step "
+        "with a Hessian-vector product, 3 without). ratio = ms/step over "
+        "Adam's on the same backend and model. Target: AdaHessian "
+        "(interval 1) <= 2.5x Adam.",
+        "",
+        "| backend | jit_compile | model | params | optimizer | ms/step | "
+        "round min..max | median single step ms | ratio to Adam | "
+        "1st call s | own cores | other procs, cores (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for variant, _, _ in VARIANTS:
+        for kind in MODELS:
+            adam = None
+            for opt in OPTIMIZERS:
+                rs = agg.get(f"{variant}-{kind}-{opt}")
+                if not rs:
+                    continue
+                means = [m for r in rs for m in r["round_mean_ms"]]
+                ms = float(np.median(means))
+                single = float(
+                    np.median([t for r in rs for t in r["times_ms"]])
+                )
+                if opt == "adam":
+                    adam = ms
+                ratio = ms / adam if adam else float("nan")
+                e = rs[0]
+                lines.append(
+                    f"| {e['backend']} | {e['jit_compile']} | {kind} | "
+                    f"{e['n_params']:,} | {OPT_LABELS[opt]} | **{ms:.1f}** | "
+                    f"{min(means):.1f}..{max(means):.1f} | {single:.1f} | "
+                    f"{ratio:.2f} | "
+                    f"{np.median([r['first_call_s'] for r in rs]):.2f} | "
+                    f"{np.median([r['own_cores'] for r in rs]):.2f} | "
+                    f"{max(r['foreign_cores'] for r in rs):.2f} |"
+                )
+                if opt != "adam":
+                    target = "met" if ratio <= 2.5 else "NOT met"
+                    verdicts.append(
+                        f"- {variant} {kind}, {OPT_LABELS[opt]}: "
+                        f"{ratio:.2f}x Adam -> {target}"
+                    )
+    lines += [
+        "",
+        "## Target (AdaHessian step <= 2.5x Adam's; interval-4 rows for "
+        "reference)",
+        "",
+        *verdicts,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+NOTES_HEADING = "## What the numbers show"
+
+
+def write_markdown(rows, path):
+    text = render(rows)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        index = old.find(NOTES_HEADING)
+        if index >= 0:
+            text += "\n" + old[index:]
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--only", default=None, help="substring of variant-model"
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join(
+            REPO_ROOT, "benchmarks", "results", "ada_hessian_step_cpu.jsonl"
+        ),
+    )
+    parser.add_argument("--append", action="store_true")
+    parser.add_argument("--nice", type=int, default=None)
+    parser.add_argument("--table-only", default=None, metavar="FILE.jsonl")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_child(
+            args.child,
+            args.model,
+            args.warmup,
+            args.rounds,
+            args.steps,
+            args.repeat,
+        )
+        return
+    if args.steps % 4:
+        parser.error("--steps must be a multiple of 4")
+    if args.table_only:
+        path = args.table_only
+    else:
+        run_suite(args)
+        path = args.out
+    rows = [json.loads(x) for x in open(path) if x.strip()]
+    print(write_markdown(rows, os.path.splitext(path)[0] + ".md"))
+
+
+if __name__ == "__main__":
+    main()
