@@ -189,7 +189,9 @@ if not QUICK:
 Learning rates tuned at batch 32 (SGD 0.02 with momentum 0.9, Adam 1e-3)
 are carried to batch 1024 (`k = 32`) by the linear rule (`x 32`) and by
 the square-root rule (`x 5.66`) with `schedules.scale_learning_rate`,
-then trained for the same number of epochs as the batch-32 run.
+then trained for the same number of epochs as the batch-32 run. Goyal et
+al. pair the linear rule with a gradual warmup, so the linear rule also
+runs behind `schedules.GradualWarmup` over the first epoch.
 """
 
 BASE = {"SGD": 0.02, "Adam": 1e-3}
@@ -208,17 +210,24 @@ for name, base_lr in BASE.items():
         make_optimizer(name, base_lr), 32, SCALING_EPOCHS
     )
     scaling[(name, "batch 32, base lr")] = (base_lr, loss, accuracy)
-    for rule in ("linear", "sqrt"):
+    for rule in ("linear", "linear + warmup", "sqrt"):
         lr = schedules.scale_learning_rate(
-            base_lr, batch_size=1024, base_batch_size=32, rule=rule
+            base_lr,
+            batch_size=1024,
+            base_batch_size=32,
+            rule=rule.split(" ")[0],
         )
+        learning_rate = lr
+        if rule.endswith("warmup"):
+            steps_per_epoch = -(-len(x_train) // 1024)
+            learning_rate = schedules.GradualWarmup(lr, steps_per_epoch)
         _, loss, accuracy = train(
-            make_optimizer(name, lr), 1024, SCALING_EPOCHS
+            make_optimizer(name, learning_rate), 1024, SCALING_EPOCHS
         )
         scaling[(name, f"batch 1024, {rule}")] = (lr, loss, accuracy)
 for (name, run), (lr, loss, accuracy) in scaling.items():
     print(
-        f"{name:5s} {run:20s} lr {lr:.5f}  train loss {loss:.3f}  "
+        f"{name:5s} {run:28s} lr {lr:.5f}  train loss {loss:.3f}  "
         f"test accuracy {accuracy:.4f}"
     )
 

@@ -192,7 +192,7 @@ def mean_output(y_true, y_pred):
     return ops.mean(y_pred)
 
 
-def quadratic_model(optimizer, wire="function"):
+def quadratic_model(optimizer, wire="function", jit=True):
     inputs = keras.Input((2,))
     outputs = SeparableQuadratic()(inputs)
     if wire == "mixin":
@@ -207,7 +207,7 @@ def quadratic_model(optimizer, wire="function"):
     model.compile(
         optimizer=optimizer,
         loss=mean_output,
-        jit_compile=BACKEND != "torch",
+        jit_compile=jit and BACKEND != "torch",
     )
     return model
 
@@ -247,6 +247,17 @@ def test_fit_on_separable_quadratic_matches_reference(kwargs):
     model = quadratic_model(AdaHessian(0.05, seed=0, **kwargs))
     assert_trajectories_close(
         fit_trajectory(model, steps), quadratic_reference(steps, 0.05, **kwargs)
+    )
+
+
+def test_fit_with_update_interval_without_jit_compile():
+    """TensorFlow's graph mode skips the product in a `tf.cond`."""
+    model = quadratic_model(
+        AdaHessian(0.05, seed=0, hessian_update_interval=3), jit=False
+    )
+    assert_trajectories_close(
+        fit_trajectory(model, 10),
+        quadratic_reference(10, 0.05, hessian_update_interval=3),
     )
 
 

@@ -79,9 +79,14 @@ class AdaHessian(BatchOptimizer):
             flattened variable of rank >= 2 (it must divide their sizes;
             biases and other 1-D variables are not averaged).
         hessian_update_interval: an integer >= 1. The Hessian-vector
-            product is computed (and the Hessian average updated) on
-            steps `0, N, 2N, ...` only; the training step skips it on the
-            others, which saves most of its cost. Defaults to `1` (every
+            product is used (and the Hessian average updated) on steps
+            `0, N, 2N, ...` only. The training step skips computing it on
+            the other steps on torch, on TensorFlow without XLA and on
+            JAX off the CPU, which saves most of its cost; XLA on a CPU
+            runs convolutions inside a conditional far slower, so there it
+            is computed every step and ignored. A stale estimate can take
+            too large steps early in training, when the curvature changes
+            fast: lower the learning rate with it. Defaults to `1` (every
             step, as in the paper and the official code).
         seed: an integer, or `None` to draw one at construction. The
             Rademacher probes of step `t` are a function of `(seed, t)`,

@@ -14,8 +14,15 @@ def rademacher_probes(variables, seed, step):
     out = []
     for i, v in enumerate(variables):
         pair = tf.stack([tf.constant(seed * 1_000_003 + i, tf.int64), step])
+        # Philox explicitly: the default algorithm differs between graph
+        # mode and XLA (other probes) and is 20x slower under XLA.
         bits = tf.random.stateless_uniform(
-            tuple(v.shape), seed=pair, minval=0, maxval=2, dtype=tf.int32
+            tuple(v.shape),
+            seed=pair,
+            minval=0,
+            maxval=2,
+            dtype=tf.int32,
+            alg="philox",
         )
         out.append(tf.cast(2 * bits - 1, v.dtype))
     return out
@@ -91,19 +98,24 @@ def train_step(model, data):
         variables = model.trainable_weights
         # Dense on `outer` (it cannot differentiate a `tf.IndexedSlices`).
         grads = densify(tape.gradient(loss, variables))
-    probes = rademacher_probes(variables, inner.seed, inner.iterations)
     loss_scale = tf.cast(optimizer.scale_loss(1.0), tf.float32)
 
     def with_hvp():
+        probes = rademacher_probes(variables, inner.seed, inner.iterations)
         return [
             h / tf.cast(loss_scale, h.dtype)
             for h in _hvp(outer, grads, variables, probes)
         ]
 
     def without_hvp():
-        return [tf.zeros_like(v) for v in probes]
+        return [tf.zeros(v.shape, v.dtype) for v in variables]
 
-    if inner.hessian_update_interval == 1:
+    # Under XLA a conditional around the product runs its convolutions far
+    # slower on the CPU (see the JAX step): then it is computed every step.
+    skip = inner.hessian_update_interval > 1 and not getattr(
+        model, "jit_compile", False
+    )
+    if not skip:
         hvps = with_hvp()
     else:
         hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
