@@ -128,3 +128,13 @@ def assert_clear_error(cls, kwargs, name, fragment):
     assert f"`{name}`" in message
     assert f"Received: {name}=" in message
     assert fragment in message
+
+
+def name_masks(names, count):
+    """True for the variables w0..w{count-1} not named in `names`."""
+    return [f"w{i}" not in names for i in range(count)]
+
+
+def constant(lr):
+    """A learning-rate function of the step that returns `lr`."""
+    return lambda step: lr

@@ -37,12 +37,10 @@ def initial_params():
 
 
 def masks(names):
-    """True for the variables w0..w3 not named in `names`."""
-    return [f"w{i}" not in names for i in range(len(SHAPES))]
+    return harness.name_masks(names, len(SHAPES))
 
 
-def constant(lr):
-    return lambda step: lr
+constant = harness.constant
 
 
 RANK_ONE_ADAM = [True, False, False, True]

@@ -28,15 +28,6 @@ def rademacher_probes(variables, seed, step):
     return out
 
 
-def _loss(model, x, y, sample_weight, training):
-    kwargs = {"training": training} if model._call_has_training_arg else {}
-    y_pred = model(x, **kwargs)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-    )
-    return loss, y_pred
-
-
 def _hvp(tape, grads, variables, vectors):
     """`H v` from the gradient recorded on `tape` (unconnected: zeros),
     dense (an embedding's `H v` is a `tf.IndexedSlices`)."""
@@ -58,7 +49,9 @@ def make_hessian_vector_product(model):
         variables = model.trainable_variables
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                loss, _ = _loss(model, x, y, sample_weight, training=False)
+                loss, _ = probes_lib.model_loss(
+                    model, x, y, sample_weight, training=False
+                )
             grads = inner.gradient(
                 loss, variables, unconnected_gradients="zero"
             )
@@ -86,7 +79,9 @@ def train_step(model, data):
     inner = probes_lib.hessian_optimizer(optimizer)
     with tf.GradientTape() as outer:
         with tf.GradientTape() as tape:
-            loss, y_pred = _loss(model, x, y, sample_weight, training=True)
+            loss, y_pred = probes_lib.model_loss(
+                model, x, y, sample_weight, training=True
+            )
             model._loss_tracker.update_state(
                 _unscaled(loss),
                 sample_weight=tf.shape(

@@ -32,15 +32,6 @@ def rademacher_probes(variables, seed, step):
     return out
 
 
-def _loss(model, x, y, sample_weight, training):
-    kwargs = {"training": training} if model._call_has_training_arg else {}
-    y_pred = model(x, **kwargs)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-    )
-    return loss, y_pred
-
-
 def _hvp(grads, params, vectors):
     """`H v` from gradients built with `create_graph=True`; a gradient that
     does not depend on any parameter (a loss linear in it) gives zeros."""
@@ -69,7 +60,9 @@ def make_hessian_vector_product(model):
             for v, p in zip(vectors, params)
         ]
         with torch.enable_grad():
-            loss, _ = _loss(model, x, y, sample_weight, training=False)
+            loss, _ = probes_lib.model_loss(
+                model, x, y, sample_weight, training=False
+            )
             grads = torch.autograd.grad(
                 loss, params, create_graph=True, allow_unused=True
             )
@@ -90,7 +83,9 @@ def train_step(model, data):
     optimizer = model.optimizer
     inner = probes_lib.hessian_optimizer(optimizer)
     model.zero_grad()
-    loss, y_pred = _loss(model, x, y, sample_weight, training=True)
+    loss, y_pred = probes_lib.model_loss(
+        model, x, y, sample_weight, training=True
+    )
     model._loss_tracker.update_state(
         loss,
         sample_weight=next(i for i in tree.flatten(x) if i is not None).shape[
