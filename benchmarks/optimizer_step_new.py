@@ -107,7 +107,7 @@ for _opt_impl in (
 CONFIGS += [
     ("torch", "keras", "sgd", "eager"),
     ("torch", "keras", "adamw", "eager"),
-    ("torch", "keras_batchopt", "sgdsai", "eager (generic keras.ops)"),
+    ("torch", "keras_batchopt", "sgdsai", "eager (torch fast path)"),
     ("torch", "keras_batchopt", "sinkgd5", "eager (generic keras.ops)"),
     ("torch", "keras_batchopt", "sinkgd1", "eager (generic keras.ops)"),
     ("torch", "pytorch_optimizer", "sgdsai", "loop (foreach=False)"),

@@ -107,9 +107,10 @@ def train_step(model, data):
 
     # Under XLA a conditional around the product runs its convolutions far
     # slower on the CPU (see the JAX step): then it is computed every step.
-    skip = inner.hessian_update_interval > 1 and not getattr(
-        model, "jit_compile", False
+    xla_on_cpu = getattr(model, "jit_compile", False) and not (
+        tf.config.list_logical_devices("GPU")
     )
+    skip = inner.hessian_update_interval > 1 and not xla_on_cpu
     if not skip:
         hvps = with_hvp()
     else:
