@@ -43,6 +43,29 @@ def _kernel(with_momentum):
 can_use = compile_utils.can_use
 
 
+def _grouped_update(optimizer, group, lr, decay):
+    """The step for many small variables of one dtype at once, by
+    multi-tensor operations (the generic step's operations and order)."""
+    index = optimizer._get_variable_index
+    ps = [p for _, p, _, _ in group]
+    gs = [g for _, _, g, _ in group]
+    scales = [lr * slot.to(p.dtype) for _, p, _, slot in group]
+    if optimizer.momentum:
+        bufs = [optimizer._momentums[index(v)].value for v, _, _, _ in group]
+        torch._foreach_mul_(bufs, optimizer.momentum)
+        torch._foreach_add_(
+            bufs, torch._foreach_mul(gs, 1.0 - optimizer.momentum)
+        )
+        directions = bufs
+    else:
+        directions = gs
+    steps = torch._foreach_mul(directions, scales)
+    decayed = [p for (v, p, _, _) in group if optimizer._decays(v)]
+    if decayed:
+        torch._foreach_mul_(decayed, decay)
+    torch._foreach_sub_(ps, steps)
+
+
 @torch.no_grad()
 def update_step(optimizer, grads, variables, learning_rate):
     index = optimizer._get_variable_index
@@ -53,28 +76,54 @@ def update_step(optimizer, grads, variables, learning_rate):
         if first:
             size = math.prod(variable.shape)
             slot.copy_(gradient_snr(g, optimizer.epsilon, size))
+    if optimizer.momentum:
+        # A first gradient starts the buffer (the kernels' `where`).
+        for variable, g, first in zip(variables, grads, unset):
+            if first:
+                optimizer._momentums[index(variable)].value.copy_(g)
     kernel = _kernel(bool(optimizer.momentum)).get(
         config.torch_compile_enabled()
     )
     per_dtype = {}
-    for variable, g, slot, first in zip(variables, grads, slots, unset):
-        p = variable.value
-        dtype = p.dtype
-        if dtype not in per_dtype:
-            lr = ops.cast(learning_rate, dtype).detach().clone()
+
+    def constants(p):
+        if p.dtype not in per_dtype:
+            lr = ops.cast(learning_rate, p.dtype).detach().clone()
             decay = 1.0 - lr * optimizer.weight_decay
-            per_dtype[dtype] = (
+            per_dtype[p.dtype] = (
                 lr,
                 decay,
                 *compile_utils.scalars(
                     [optimizer.momentum, 1.0 - optimizer.momentum, 1.0],
-                    dtype,
+                    p.dtype,
                     p.device,
                 ),
             )
-        lr, decay, momentum, dampening, one = per_dtype[dtype]
+        return per_dtype[p.dtype]
+
+    values = [v.value for v in variables]
+    groups, large = compile_utils.split_by_size(
+        variables, values, list(zip(grads, slots, unset))
+    )
+    for dtype, group in groups.items():
+        lr, decay, *_ = constants(group[0][1])
+        rest = [
+            (v, p, g, slot)
+            for v, p, (g, slot, first) in group
+            if not (first and optimizer.momentum)
+        ]
+        firsts = [
+            (v, p, g, slot)
+            for v, p, (g, slot, first) in group
+            if first and optimizer.momentum
+        ]
+        for part, is_first in ((rest, False), (firsts, True)):
+            if part:
+                _grouped_first_or_later(optimizer, part, lr, decay, is_first)
+    for variable, p, (g, slot, first) in large:
+        lr, decay, momentum, dampening, one = constants(p)
         factor = decay if optimizer._decays(variable) else one
-        gsnr = slot.to(dtype)
+        gsnr = slot.to(p.dtype)
         if optimizer.momentum:
             buf = flat(optimizer._momentums[index(variable)].value)
             flag = torch.tensor(first, device=p.device)
@@ -91,3 +140,19 @@ def update_step(optimizer, grads, variables, learning_rate):
             )
         else:
             kernel(flat(p), flat(g), lr, gsnr, factor)
+
+
+def _grouped_first_or_later(optimizer, group, lr, decay, first):
+    """Grouped step; on a first gradient the buffer already holds it."""
+    if not first:
+        _grouped_update(optimizer, group, lr, decay)
+        return
+    index = optimizer._get_variable_index
+    ps = [p for _, p, _, _ in group]
+    bufs = [optimizer._momentums[index(v)].value for v, _, _, _ in group]
+    scales = [lr * slot.to(p.dtype) for _, p, _, slot in group]
+    steps = torch._foreach_mul(bufs, scales)
+    decayed = [p for (v, p, _, _) in group if optimizer._decays(v)]
+    if decayed:
+        torch._foreach_mul_(decayed, decay)
+    torch._foreach_sub_(ps, steps)
