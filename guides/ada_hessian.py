@@ -116,10 +116,8 @@ RUNS = {
     "Adam 1e-3": lambda: keras.optimizers.Adam(1e-3),
     "Adam 3e-3": lambda: keras.optimizers.Adam(3e-3),
     "AdaHessian 0.15": lambda: keras_batchopt.optimizers.AdaHessian(seed=0),
-    "AdaHessian 0.05, interval 4": lambda: (
-        keras_batchopt.optimizers.AdaHessian(
-            0.05, seed=0, hessian_update_interval=4
-        )
+    "AdaHessian 0.05, interval 4": lambda: keras_batchopt.optimizers.AdaHessian(
+        0.05, seed=0, hessian_update_interval=4
     ),
 }
 
@@ -175,14 +173,23 @@ One run of the full guide on JAX (2-core CPU; 20,000 training images,
 five epochs at batch 128; 10,000 test images; the curvature on 1,000
 training images):
 
-| optimizer | final train loss | test accuracy | fit time | top eigenvalue | Hessian trace |
-|---|---|---|---|---|---|
-| Adam 1e-3 | RESULT | RESULT | RESULT | RESULT | RESULT |
-| Adam 3e-3 | RESULT | RESULT | RESULT | RESULT | RESULT |
-| AdaHessian 0.15 | RESULT | RESULT | RESULT | RESULT | RESULT |
-| AdaHessian 0.05, interval 4 | RESULT | RESULT | RESULT | RESULT | RESULT |
+| optimizer | final train loss | test accuracy | top eigenvalue | Hessian trace |
+|---|---|---|---|---|
+| Adam 1e-3 | 0.429 | 0.8305 | 61.7 | 189.1 +- 19.7 |
+| Adam 3e-3 | 0.367 | 0.8524 | 14.8 | 76.7 +- 5.4 |
+| AdaHessian 0.15 | 0.343 | 0.8697 | 15.1 | 54.8 +- 4.1 |
+| AdaHessian 0.05, interval 4 | 0.379 | 0.8466 | 35.2 | 143.4 +- 10.3 |
 
-RESULT_TEXT
+AdaHessian at its default learning rate reaches the lowest training loss
+and the best test accuracy, 1.7 points above Adam at its tuned 3e-3 and
+3.9 above Adam's default, and ends in the flattest of the four minima by
+the trace (the top eigenvalues of AdaHessian and tuned Adam are equal).
+The interval-4 variant, at a third of the learning rate, lands between
+the two Adams. One seed and five epochs on a small CNN: read the
+ordering, not the decimals. Wall-clock times are not in the table: this
+machine was shared during the run; the cost of an AdaHessian step on
+each backend is measured in `benchmarks/ada_hessian_step.py` (1.5-2.3x
+an Adam step for this kind of CNN, see its results).
 
 ## Going further
 

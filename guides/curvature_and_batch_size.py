@@ -206,9 +206,7 @@ def make_optimizer(name, lr):
 SCALING_EPOCHS = 1 if QUICK else 6
 scaling = {}
 for name, base_lr in BASE.items():
-    _, loss, accuracy = train(
-        make_optimizer(name, base_lr), 32, SCALING_EPOCHS
-    )
+    _, loss, accuracy = train(make_optimizer(name, base_lr), 32, SCALING_EPOCHS)
     scaling[(name, "batch 32, base lr")] = (base_lr, loss, accuracy)
     for rule in ("linear", "linear + warmup", "sqrt"):
         lr = schedules.scale_learning_rate(
@@ -237,9 +235,45 @@ for (name, run), (lr, loss, accuracy) in scaling.items():
 One run of the full guide on JAX (2-core CPU; Fashion-MNIST, 20,000
 training images, 10,000 test images; curvature on 2,000 training images):
 
-RESULT_TABLES
+| SGD batch size | steps | final train loss | test accuracy | top eigenvalue | Hessian trace |
+|---|---|---|---|---|---|
+| 32 | 5,000 | 0.380 | 0.8295 | 2.21 | 24.7 +- 1.1 |
+| 256 | 625 | 0.327 | 0.8475 | 12.88 | 104.5 +- 4.9 |
+| 2048 | 80 | 0.490 | 0.8132 | 30.02 | 130.5 +- 6.7 |
 
-RESULT_TEXT
+The spectral density of the batch-32 model (three probes, 60 Lanczos
+steps each) has Ritz values from -0.245 to 2.208, its largest agreeing
+with the power iteration's 2.21, and its trace estimate, 25.8, agrees
+with Hutchinson's 24.7 +- 1.1.
+
+| optimizer | run | learning rate | final train loss | test accuracy |
+|---|---|---|---|---|
+| SGD | batch 32 | 0.02 | 0.342 | 0.8529 |
+| SGD | batch 1024, linear | 0.64 | 2.309 | 0.1000 (diverged) |
+| SGD | batch 1024, linear + warmup | 0.64 | 2.329 | 0.1898 (diverged) |
+| SGD | batch 1024, square root | 0.113 | 0.414 | 0.8372 |
+| Adam | batch 32 | 1e-3 | 0.307 | 0.8598 |
+| Adam | batch 1024, linear | 0.032 | 0.460 | 0.8182 |
+| Adam | batch 1024, linear + warmup | 0.032 | 0.366 | 0.8452 |
+| Adam | batch 1024, square root | 0.00566 | 0.372 | 0.8448 |
+
+**Sharpness grows with the batch size**, as Keskar et al. report: the top
+eigenvalue goes from 2.2 at batch 32 to 12.9 at 256 and 30.0 at 2048, and
+the trace with it; the large-batch model also generalizes worst. (The
+large batches take fewer steps here, which is part of Keskar et al.'s
+setting; the ghost-BN guide shows "train longer".)
+
+**The linear rule fails for SGD at `k = 32` here, warmup or not**, and
+the square-root rule trains. The first experiment says why: the largest
+stable learning rate of heavy-ball gradient descent is about
+`2 (1 + momentum) / lambda_max`, about 0.13 for the batch-2048 model's
+`lambda_max` of 30, and the linear rule asks for 0.64 while the
+square-root rule's 0.113 is just below it. Granziol et al.'s point is
+exactly this: linear scaling holds only while the scaled learning rate
+stays below the curvature's limit, so it holds for small `k` and breaks
+for large ones. For Adam the square-root rule is as good as the linear
+rule with warmup and better than it without. One model, one seed and
+one dataset: read the direction, not the decimals.
 
 ## Going further
 
