@@ -3,7 +3,7 @@ Title: AdaHessian: Adam with a Hessian diagonal, on three backends
 Author: keras-batchopt team
 Date created: 2026/12/01
 Last modified: 2026/12/01
-Description: Train a small CNN with AdaHessian and Adam and look at the curvature each one ends in.
+Description: A small CNN trained with AdaHessian and with Adam.
 Accelerator: None
 """
 
@@ -173,7 +173,7 @@ One run of the full guide on JAX (2-core CPU; 20,000 training images,
 five epochs at batch 128; 10,000 test images; the curvature on 1,000
 training images):
 
-| optimizer | final train loss | test accuracy | top eigenvalue | Hessian trace |
+| optimizer | train loss | test accuracy | top eigenvalue | trace |
 |---|---|---|---|---|
 | Adam 1e-3 | 0.429 | 0.8305 | 61.7 | 189.1 +- 19.7 |
 | Adam 3e-3 | 0.367 | 0.8524 | 14.8 | 76.7 +- 5.4 |

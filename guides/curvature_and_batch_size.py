@@ -3,7 +3,7 @@ Title: Curvature, batch size and learning-rate scaling
 Author: keras-batchopt team
 Date created: 2026/12/01
 Last modified: 2026/12/01
-Description: Hessian eigenvalues, traces and spectra of Keras models, used to test two claims about batch size.
+Description: Hessian eigenvalues and spectra against batch size.
 Accelerator: None
 """
 
@@ -235,7 +235,7 @@ for (name, run), (lr, loss, accuracy) in scaling.items():
 One run of the full guide on JAX (2-core CPU; Fashion-MNIST, 20,000
 training images, 10,000 test images; curvature on 2,000 training images):
 
-| SGD batch size | steps | final train loss | test accuracy | top eigenvalue | Hessian trace |
+| SGD batch | steps | train loss | test acc. | top eigenvalue | trace |
 |---|---|---|---|---|---|
 | 32 | 5,000 | 0.380 | 0.8295 | 2.21 | 24.7 +- 1.1 |
 | 256 | 625 | 0.327 | 0.8475 | 12.88 | 104.5 +- 4.9 |
@@ -246,7 +246,7 @@ steps each) has Ritz values from -0.245 to 2.208, its largest agreeing
 with the power iteration's 2.21, and its trace estimate, 25.8, agrees
 with Hutchinson's 24.7 +- 1.1.
 
-| optimizer | run | learning rate | final train loss | test accuracy |
+| optimizer | run | learning rate | train loss | test accuracy |
 |---|---|---|---|---|
 | SGD | batch 32 | 0.02 | 0.342 | 0.8529 |
 | SGD | batch 1024, linear | 0.64 | 2.309 | 0.1000 (diverged) |
