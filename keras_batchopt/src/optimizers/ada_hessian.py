@@ -139,8 +139,9 @@ class AdaHessian(BatchOptimizer):
         - **Weight decay** is decoupled and scaled by the learning rate,
           exactly the official `w - lr * (... + weight_decay * w)`.
         - **Distribution.** `tf.distribute` strategies are not supported
-          by the Hessian training step yet (it raises); JAX data
-          parallelism works through the stateless training step.
+          by the Hessian training step yet (it raises). On JAX the step is
+          Keras's stateless step plus the product, but it has not been
+          tested under `keras.distribution`.
     """
 
     # No TensorFlow XLA update: the Hessian-vector products arrive as
