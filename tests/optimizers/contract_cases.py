@@ -39,12 +39,6 @@ class OptimizerCase:
 
 CASES = [
     OptimizerCase(
-        "ada_hessian",
-        AdaHessian,
-        dict(learning_rate=0.05, weight_decay=0.05, seed=3),
-        needs_hessian=True,
-    ),
-    OptimizerCase(
         "ada_hessian_power_interval",
         AdaHessian,
         dict(
@@ -136,11 +130,6 @@ CASES = [
         "adagrad_norm",
         AdaGradNorm,
         dict(learning_rate=0.1, weight_decay=0.05),
-    ),
-    OptimizerCase(
-        "adagrad_norm_per_variable",
-        AdaGradNorm,
-        dict(learning_rate=0.1, weight_decay=0.05, accumulator="per_variable"),
     ),
     OptimizerCase(
         "adagrad_norm_coordinate",
