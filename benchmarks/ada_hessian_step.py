@@ -46,6 +46,7 @@ sys.path.insert(0, HERE)
 import optimizer_memory  # noqa: E402
 import optimizer_step as base  # noqa: E402
 from optimizer_step_new import nice_kwargs  # noqa: E402
+from optimizer_step_new import write_keeping_notes  # noqa: E402
 
 THREADS = 2
 BATCH = 128
@@ -361,20 +362,8 @@ def render(rows):
     return "\n".join(lines)
 
 
-NOTES_HEADING = "## What the numbers show"
-
-
 def write_markdown(rows, path):
-    text = render(rows)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
-        index = old.find(NOTES_HEADING)
-        if index >= 0:
-            text += "\n" + old[index:]
-    with open(path, "w") as f:
-        f.write(text)
-    return text
+    return write_keeping_notes(render(rows), path)
 
 
 def main(argv=None):

@@ -623,8 +623,9 @@ def render(rows):
 NOTES_HEADING = "## What the numbers show"
 
 
-def write_markdown(rows, path):
-    text = render(rows)
+def write_keeping_notes(text, path):
+    """Writes the rendered table `text` to `path`, keeping the hand-written
+    notes (from NOTES_HEADING on) of the file it replaces."""
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
@@ -634,6 +635,10 @@ def write_markdown(rows, path):
     with open(path, "w") as f:
         f.write(text)
     return text
+
+
+def write_markdown(rows, path):
+    return write_keeping_notes(render(rows), path)
 
 
 def main(argv=None):
