@@ -43,19 +43,21 @@ def _kernel(with_momentum):
 can_use = compile_utils.can_use
 
 
-def _grouped_update(optimizer, group, lr, decay):
+def _grouped_update(optimizer, group, lr, decay, first=False):
     """The step for many small variables of one dtype at once, by
-    multi-tensor operations (the generic step's operations and order)."""
+    multi-tensor operations (the generic step's operations and order).
+    `first`: their first gradient, which the buffers already hold."""
     index = optimizer._get_variable_index
     ps = [p for _, p, _, _ in group]
     gs = [g for _, _, g, _ in group]
     scales = [lr * slot.to(p.dtype) for _, p, _, slot in group]
     if optimizer.momentum:
         bufs = [optimizer._momentums[index(v)].value for v, _, _, _ in group]
-        torch._foreach_mul_(bufs, optimizer.momentum)
-        torch._foreach_add_(
-            bufs, torch._foreach_mul(gs, 1.0 - optimizer.momentum)
-        )
+        if not first:
+            torch._foreach_mul_(bufs, optimizer.momentum)
+            torch._foreach_add_(
+                bufs, torch._foreach_mul(gs, 1.0 - optimizer.momentum)
+            )
         directions = bufs
     else:
         directions = gs
@@ -119,7 +121,7 @@ def update_step(optimizer, grads, variables, learning_rate):
         ]
         for part, is_first in ((rest, False), (firsts, True)):
             if part:
-                _grouped_first_or_later(optimizer, part, lr, decay, is_first)
+                _grouped_update(optimizer, part, lr, decay, is_first)
     for variable, p, (g, slot, first) in large:
         lr, decay, momentum, dampening, one = constants(p)
         factor = decay if optimizer._decays(variable) else one
@@ -140,19 +142,3 @@ def update_step(optimizer, grads, variables, learning_rate):
             )
         else:
             kernel(flat(p), flat(g), lr, gsnr, factor)
-
-
-def _grouped_first_or_later(optimizer, group, lr, decay, first):
-    """Grouped step; on a first gradient the buffer already holds it."""
-    if not first:
-        _grouped_update(optimizer, group, lr, decay)
-        return
-    index = optimizer._get_variable_index
-    ps = [p for _, p, _, _ in group]
-    bufs = [optimizer._momentums[index(v)].value for v, _, _, _ in group]
-    scales = [lr * slot.to(p.dtype) for _, p, _, slot in group]
-    steps = torch._foreach_mul(bufs, scales)
-    decayed = [p for (v, p, _, _) in group if optimizer._decays(v)]
-    if decayed:
-        torch._foreach_mul_(decayed, decay)
-    torch._foreach_sub_(ps, steps)
