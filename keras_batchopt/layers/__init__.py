@@ -25,12 +25,30 @@ from keras_batchopt.src.layers.convolutional.ws_dense import WSDense as WSDense
 from keras_batchopt.src.layers.normalization.batch_channel_normalization import (  # noqa: E501
     BatchChannelNormalization as BatchChannelNormalization,
 )
+from keras_batchopt.src.layers.normalization.channel_affine import (  # noqa: E501
+    ChannelAffine as ChannelAffine,
+)
+from keras_batchopt.src.layers.normalization.folding import (  # noqa: E501
+    fold_normalization as fold_normalization,
+)
 from keras_batchopt.src.layers.normalization.ghost_batch_normalization import (
     GhostBatchNormalization as GhostBatchNormalization,
 )
 from keras_batchopt.src.layers.normalization.instance_batch_normalization import (  # noqa: E501
     InstanceBatchNormalization as InstanceBatchNormalization,
 )
+from keras_batchopt.src.layers.normalization.power_normalization import (  # noqa: E501
+    PowerNormalization as PowerNormalization,
+)
+from keras_batchopt.src.layers.normalization.progressive_rep_bn import (  # noqa: E501
+    ProgressiveRepBN as ProgressiveRepBN,
+)
 from keras_batchopt.src.layers.normalization.region_normalization import (
     RegionNormalization as RegionNormalization,
+)
+from keras_batchopt.src.layers.normalization.rep_batch_normalization import (  # noqa: E501
+    RepBatchNormalization as RepBatchNormalization,
+)
+from keras_batchopt.src.layers.normalization.unified_normalization import (  # noqa: E501
+    UnifiedNormalization as UnifiedNormalization,
 )

@@ -69,3 +69,35 @@ def mean(x, axis, keepdims=False):
     for i in axes:
         count = count * ops.shape(x)[i]
     return ops.sum(x, axes, keepdims=keepdims) / ops.cast(count, x.dtype)
+
+
+def to_rows(x, axis):
+    """`x` as `(rows, channels)` with the channel axis last, and a function
+    that maps such rows back to the layout and shape of `x`."""
+    rank = len(x.shape)
+    moved = x if axis == rank - 1 else ops.moveaxis(x, axis, -1)
+    shape = ops.shape(moved)
+    rows = ops.reshape(moved, (-1, shape[-1]))
+
+    def back(y):
+        y = ops.reshape(y, shape)
+        return y if axis == rank - 1 else ops.moveaxis(y, -1, axis)
+
+    return rows, back
+
+
+def row_weights(mask, rows_like):
+    """A Keras mask (True for a real token; the input's shape without the
+    channel axis) as float weights of shape `(rows, 1)`, or None."""
+    if mask is None:
+        return None
+    return ops.reshape(ops.cast(mask, rows_like.dtype), (-1, 1))
+
+
+def masked_channel_mean(rows, weights):
+    """The per-channel mean of `rows` over the real tokens (all rows when
+    `weights` is None); 0 when a batch holds no real token."""
+    if weights is None:
+        return mean(rows, 0)
+    count = ops.maximum(ops.sum(weights), 1.0)
+    return ops.sum(rows * weights, 0) / count

@@ -1,0 +1,275 @@
+"""PowerNorm: quadratic-mean batch statistics with an approximate backward."""
+
+from keras import ops
+
+from keras_batchopt.src import validation
+from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.layers.normalization import backward_state
+from keras_batchopt.src.layers.normalization import statistics
+from keras_batchopt.src.layers.normalization.base import ChannelNormalization
+
+
+def group_scaling(rows, groups, epsilon):
+    """Divides each token's group of channels by its root mean square
+    (official `GroupScaling1D`); differentiated by autodiff."""
+    channels = rows.shape[-1]
+    grouped = ops.reshape(rows, (-1, groups, channels // groups))
+    moment = ops.mean(ops.square(grouped), axis=-1, keepdims=True)
+    return ops.reshape(grouped * ops.rsqrt(moment + epsilon), (-1, channels))
+
+
+def _power_forward(x, gamma, beta, gradient_ema, variance, denominator, *_):
+    z = x * ops.rsqrt(denominator)
+    return gamma * z + beta, (z, gamma, gradient_ema, variance)
+
+
+def power_backward(alpha_backward, epsilon):
+    """The official approximate backward: with `g = dy * gamma`,
+    `g~ = g - (1 - alpha_backward) * ema * z`, `dx = g~ / sqrt(var + eps)`
+    with the *batch* variance, and the gradient EMA grows by `mean(g~ z)`
+    over every row (padding included)."""
+
+    def backward(residuals, dy):
+        z, gamma, gradient_ema, variance = residuals
+        g = dy * gamma
+        approx = g - (1.0 - alpha_backward) * gradient_ema * z
+        new_ema = gradient_ema + statistics.mean(approx * z, 0)
+        dx = approx * ops.rsqrt(variance + epsilon)
+        d_gamma = ops.sum(dy * z, 0)
+        d_beta = ops.sum(dy, 0)
+        return dx, d_gamma, d_beta, new_ema, None, None
+
+    return backward
+
+
+@keras_batchopt_export("keras_batchopt.layers.PowerNormalization")
+class PowerNormalization(ChannelNormalization):
+    """Power normalization for transformers (Shen et al., 2020).
+
+    Batch normalization without centering, made stable for token
+    sequences. Each token's channels are first divided, per group, by their
+    root mean square (`groups`, the number of attention heads in the
+    paper's models). Then, per channel, with the quadratic mean
+    `psi_B = mean(x**2)` over the real tokens of the batch (no mean is
+    subtracted):
+
+    ```
+    training, step t <= warmup_steps:  z = x / sqrt(psi_B + epsilon)
+    training, step t >  warmup_steps:  z = x / sqrt(psi + epsilon)
+    inference:                         z = x / sqrt(psi + epsilon)
+    y = gamma * z + beta
+    ```
+
+    The running quadratic mean `psi` (`moving_variance`, initially 1)
+    takes, while `t < warmup_steps`, the cumulative average
+    `psi <- psi (t - 1) / t + psi_B / t`, then always the moving average
+    `psi <- alpha_forward psi + (1 - alpha_forward) psi_B`. The backward
+    pass is the official approximation, which replaces the exact gradient
+    through the batch statistic by a running gradient statistic `Gamma`
+    (`gradient_ema`, initially 0):
+
+    ```
+    g = dy * gamma
+    g~ = g - (1 - alpha_backward) * Gamma * z
+    dx = g~ / sqrt(psi_B + epsilon)
+    Gamma <- Gamma + mean(g~ * z)
+    ```
+
+    Training vs inference: in training (`training=True` and the layer
+    trainable) the step counter `iterations` advances by one per call,
+    `moving_variance` updates in the forward pass and `gradient_ema` in the
+    backward pass; inference uses `moving_variance` and changes nothing.
+    Any inference batch size works (nothing depends on the batch there).
+
+    Args:
+        axis: the channel axis (`-1`, channels_last; `1` for
+            `(batch, channels, tokens)`).
+        alpha_forward: weight of the old value in the running quadratic
+            mean, in [0, 1). Official default 0.9.
+        alpha_backward: the backward's `alpha`; the gradient statistic is
+            subtracted with weight `1 - alpha_backward`. In [0, 1).
+        warmup_steps: training calls that normalize by the batch statistic
+            before the running one takes over. Official default 10000 (the
+            paper's scripts pass the learning-rate warmup).
+        groups: channel groups of the group scaling; must divide the
+            channels.
+        epsilon: added to the quadratic means.
+        group_epsilon: added inside the group scaling.
+        center, scale, beta_initializer, gamma_initializer,
+        beta_regularizer, gamma_regularizer, beta_constraint,
+        gamma_constraint: as in `keras.layers.BatchNormalization`.
+        moving_variance_initializer: initializer of `psi`.
+        **kwargs: base `Layer` arguments.
+
+    Masking: a Keras mask (True for real tokens) keeps padding out of
+    `psi_B` and `psi`, as the official `pad_mask` does; outputs at padded
+    positions are computed all the same, and the backward's gradient
+    statistic averages over every position, as in the official code.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras, keras_batchopt
+    >>> layer = keras_batchopt.layers.PowerNormalization(warmup_steps=10)
+    >>> x = np.random.default_rng(0).normal(size=(4, 7, 8)).astype("float32")
+    >>> layer(x, training=True).shape
+    (4, 7, 8)
+
+    References:
+        - Shen, Yao, Gholami, Mahoney, Keutzer. "PowerNorm: Rethinking Batch
+          Normalization in Transformers." ICML 2020. arXiv:2003.07845.
+        - Official code: github.com/sIncerass/powernorm
+          (`fairseq/modules/norms/mask_powernorm.py`).
+
+    Note:
+        This follows the official code, not the paper's Algorithm 1 (which
+        normalizes by `psi` from the first step and updates `Gamma` with a
+        decay): the warmup on batch statistics, the two running updates in
+        sequence during warmup, the backward's batch variance after warmup
+        and the undecayed `Gamma` are the official code's. The backward
+        state reaches `gradient_ema` through Keras's
+        `overwrite_with_gradient` channel: `gradient_ema` is listed among
+        the trainable weights and any Keras optimizer's `apply` assigns it
+        (never a descent step); under `gradient_accumulation_steps` Keras
+        merges the micro-batches' values by an element-wise maximum. Like
+        the official code under fp16 loss scaling, `Gamma` accumulates
+        loss-scaled gradients under `mixed_float16`. Call the layer once
+        per training step.
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        alpha_forward=0.9,
+        alpha_backward=0.9,
+        warmup_steps=10000,
+        groups=1,
+        epsilon=1e-5,
+        group_epsilon=1e-5,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        alpha_forward = validation.check_beta("alpha_forward", alpha_forward)
+        super().__init__(
+            axis=axis,
+            momentum=alpha_forward,
+            epsilon=epsilon,
+            center=center,
+            scale=scale,
+            beta_initializer=beta_initializer,
+            gamma_initializer=gamma_initializer,
+            moving_variance_initializer=moving_variance_initializer,
+            beta_regularizer=beta_regularizer,
+            gamma_regularizer=gamma_regularizer,
+            beta_constraint=beta_constraint,
+            gamma_constraint=gamma_constraint,
+            **kwargs,
+        )
+        self.alpha_forward = validation.check_beta(
+            "alpha_forward", alpha_forward
+        )
+        self.alpha_backward = validation.check_beta(
+            "alpha_backward", alpha_backward
+        )
+        self.warmup_steps = validation.check_non_negative_int(
+            "warmup_steps", warmup_steps
+        )
+        self.groups = validation.check_positive_int("groups", groups)
+        self.group_epsilon = validation.check_positive(
+            "group_epsilon", group_epsilon
+        )
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        channels = self.channels(input_shape)
+        if channels % self.groups:
+            validation.fail(
+                "groups",
+                f"a divisor of the {channels} input channels",
+                self.groups,
+            )
+        self.gamma, self.beta = self.build_affine(channels)
+        self.moving_variance = self.add_weight(
+            shape=(channels,),
+            name="moving_variance",
+            initializer=self.moving_variance_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.gradient_ema = backward_state.add_backward_state(
+            self, "gradient_ema", (channels,)
+        )
+        self.iterations = self.add_weight(
+            shape=(),
+            name="iterations",
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+        )
+        backward_state.check_loss_scaling(self)
+
+    def call(self, inputs, training=None, mask=None):
+        x = statistics.upcast(inputs)
+        rows, back = statistics.to_rows(x, self.channel_axis(len(x.shape)))
+        rows = group_scaling(rows, self.groups, self.group_epsilon)
+        gamma = self.read(self.gamma, rows.dtype)
+        beta = self.read(self.beta, rows.dtype)
+        psi = ops.cast(self.moving_variance, rows.dtype)
+        if not self.is_training(training):
+            y = rows * ops.rsqrt(psi + self.epsilon)
+            if gamma is not None:
+                y = y * gamma
+            if beta is not None:
+                y = y + beta
+            return ops.cast(back(y), inputs.dtype)
+        step = self.iterations + 1
+        self.iterations.assign(step)
+        t = ops.cast(step, rows.dtype)
+        weights = statistics.row_weights(mask, rows)
+        variance = statistics.masked_channel_mean(
+            ops.square(ops.stop_gradient(rows)), weights
+        )
+        warm = t <= self.warmup_steps
+        denominator = ops.where(warm, variance, psi) + self.epsilon
+        ones = ops.ones_like(variance)
+        y = backward_state.custom_vjp(
+            _power_forward, power_backward(self.alpha_backward, self.epsilon)
+        )(
+            rows,
+            ones if gamma is None else gamma,
+            ops.zeros_like(variance) if beta is None else beta,
+            ops.cast(self.gradient_ema, rows.dtype),
+            variance,
+            denominator,
+        )
+        cumulative = psi * (t - 1.0) / t + variance / t
+        psi = ops.where(t < self.warmup_steps, cumulative, psi)
+        psi = self.alpha_forward * psi + (1.0 - self.alpha_forward) * variance
+        self.moving_variance.assign(ops.cast(psi, "float32"))
+        return ops.cast(back(y), inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in (
+            "momentum",
+            "moving_mean_initializer",
+        ):
+            config.pop(key)
+        config.update(
+            {
+                "alpha_forward": self.alpha_forward,
+                "alpha_backward": self.alpha_backward,
+                "warmup_steps": self.warmup_steps,
+                "groups": self.groups,
+                "group_epsilon": self.group_epsilon,
+            }
+        )
+        return config
