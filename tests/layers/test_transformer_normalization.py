@@ -205,8 +205,15 @@ def test_training_trajectory_matches_official(name, layout):
     channels_first = layout == "channels_first"
     layer = factory(1 if channels_first else -1)
     model = Harness(layer, x.astype("float32"), mask, channels_first)
+    # XLA on TensorFlow and JAX. (TensorFlow's non-XLA graph with oneDNN
+    # on gave a wrong first-step input gradient in one process for
+    # RepBatchNormalization, and right ones after; not yet explained, see
+    # the issue-7 closing note. Eager and tf.function gradients of the
+    # same layer are right.)
     model.compile(
-        optimizer=keras.optimizers.SGD(LR), loss=DotLoss(), jit_compile="auto"
+        optimizer=keras.optimizers.SGD(LR),
+        loss=DotLoss(),
+        jit_compile=keras.backend.backend() != "torch",
     )
     reference = reference_factory()
     model(np.ones((B, 1), "float32"))

@@ -112,7 +112,7 @@ class PowerNormalization(ChannelNormalization):
     >>> import keras, keras_batchopt
     >>> layer = keras_batchopt.layers.PowerNormalization(warmup_steps=10)
     >>> x = np.random.default_rng(0).normal(size=(4, 7, 8)).astype("float32")
-    >>> layer(x, training=True).shape
+    >>> tuple(layer(x, training=True).shape)
     (4, 7, 8)
 
     References:

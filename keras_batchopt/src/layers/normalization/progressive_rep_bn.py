@@ -95,7 +95,7 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
     >>> import keras_batchopt
     >>> layer = keras_batchopt.layers.ProgressiveRepBN(total_steps=100)
     >>> x = np.random.default_rng(0).normal(size=(4, 7, 8)).astype("float32")
-    >>> layer(x, training=True).shape
+    >>> tuple(layer(x, training=True).shape)
     (4, 7, 8)
     >>> float(layer.lambda_value())
     1.0

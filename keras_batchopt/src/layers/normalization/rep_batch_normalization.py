@@ -141,7 +141,7 @@ class RepBatchNormalization(RepBatchNormalizationBase):
     >>> import keras_batchopt
     >>> layer = keras_batchopt.layers.RepBatchNormalization()
     >>> x = np.random.default_rng(0).normal(size=(4, 7, 8)).astype("float32")
-    >>> layer(x, training=True).shape
+    >>> tuple(layer(x, training=True).shape)
     (4, 7, 8)
 
     References:

@@ -146,7 +146,7 @@ class UnifiedNormalization(ChannelNormalization):
     >>> import keras_batchopt
     >>> layer = keras_batchopt.layers.UnifiedNormalization(warmup_steps=8)
     >>> x = np.random.default_rng(0).normal(size=(4, 7, 8)).astype("float32")
-    >>> layer(x, training=True).shape
+    >>> tuple(layer(x, training=True).shape)
     (4, 7, 8)
 
     References:
