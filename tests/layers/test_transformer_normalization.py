@@ -205,11 +205,11 @@ def test_training_trajectory_matches_official(name, layout):
     channels_first = layout == "channels_first"
     layer = factory(1 if channels_first else -1)
     model = Harness(layer, x.astype("float32"), mask, channels_first)
-    # XLA on TensorFlow and JAX. (TensorFlow's non-XLA graph with oneDNN
-    # on gave a wrong first-step input gradient in one process for
-    # RepBatchNormalization, and right ones after; not yet explained, see
-    # the issue-7 closing note. Eager and tf.function gradients of the
-    # same layer are right.)
+    # XLA on TensorFlow and JAX. In TensorFlow's non-XLA graph mode this
+    # harness (an input that is itself a variable the same step updates)
+    # gets a wrong input update now and then, with Keras's own
+    # BatchNormalization as much as with these layers; the layers'
+    # gradients in eager mode and in a `tf.function` are right.
     model.compile(
         optimizer=keras.optimizers.SGD(LR),
         loss=DotLoss(),
