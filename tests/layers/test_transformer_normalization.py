@@ -13,6 +13,7 @@ import pytest
 from keras import ops
 
 from keras_batchopt import layers
+from keras_batchopt import optimizers
 from tests.conftest import to_numpy
 from tests.references import transformer_norm_numpy as ref
 
@@ -275,14 +276,18 @@ def test_progressive_warns_when_unfinished():
     blend(x, training=False)  # no warning: inference is the blend
 
 
-def _fold_model(norm, attention=False):
-    """Dense -> norm -> Dense (folds into the Dense before) -> norm ->
-    Dense (folds into the Dense after); or with the input -> norm ->
-    attention first (nothing to fold into: a ChannelAffine)."""
+def _fold_model(norm, variant="dense"):
+    """ "dense": Dense -> norm -> Dense (merges into the Dense before) ->
+    norm -> Dense (into the Dense after); "attention": the input -> norm ->
+    MultiHeadAttention (into its query, key and value projections);
+    "residual": a norm whose output meets the input in an Add (nothing to
+    merge into: a ChannelAffine)."""
     inputs = keras.Input((N, C))
-    if attention:
+    if variant == "attention":
         h = norm()(inputs)
         h = keras.layers.MultiHeadAttention(2, 4)(h, h)
+    elif variant == "residual":
+        h = keras.layers.Add()([inputs, norm()(inputs)])
     else:
         h = norm()(keras.layers.Dense(C)(inputs))
     h = keras.layers.Dense(C, activation="relu")(h)
@@ -298,10 +303,10 @@ FOLDABLE = {
 }
 
 
-@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("variant", ["dense", "attention", "residual"])
 @pytest.mark.parametrize("name", sorted(FOLDABLE))
-def test_fold_normalization_keeps_outputs(name, attention, tmp_path):
-    model = _fold_model(FOLDABLE[name], attention)
+def test_fold_normalization_keeps_outputs(name, variant, tmp_path):
+    model = _fold_model(FOLDABLE[name], variant)
     model.compile("adam", "mse")
     rng = np.random.default_rng(3)
     x = rng.normal(size=(32, N, C)).astype("float32")
@@ -309,7 +314,7 @@ def test_fold_normalization_keeps_outputs(name, attention, tmp_path):
     folded = layers.fold_normalization(model)
     kinds = [type(layer).__name__ for layer in folded.layers]
     assert "FoldedIdentity" in kinds
-    assert ("ChannelAffine" in kinds) == attention
+    assert kinds.count("ChannelAffine") == (variant == "residual")
     assert not any(
         k in kinds
         for k in (
@@ -378,3 +383,36 @@ def test_groups_must_divide_channels():
     layer = layers.PowerNormalization(groups=3)
     with pytest.raises(ValueError, match="Argument `groups` must be a divisor"):
         layer.build((None, N, C))
+
+
+OPTIMIZERS = {
+    "Adan": lambda: optimizers.Adan(1e-3),
+    "Lamb": lambda: optimizers.Lamb(1e-3),
+    "Lars": lambda: optimizers.Lars(1e-3),
+    "SGDSaI": lambda: optimizers.SGDSaI(1e-3),
+    "SinkGD": lambda: optimizers.SinkGD(1e-3),
+    "AdaGradNorm": lambda: optimizers.AdaGradNorm(1e-3),
+    "AdamW_ema": lambda: keras.optimizers.AdamW(1e-3, use_ema=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_backward_state_with_every_optimizer(name):
+    """The backward state is assigned, never descended on, by each of our
+    optimizers (their fast paths included) and by Keras's with EMA: after
+    3 updates the update counter reads 3 and the gradient statistics
+    moved."""
+    inputs = keras.Input((N, C))
+    power = layers.PowerNormalization(warmup_steps=1)
+    progressive = layers.ProgressiveRepBN(total_steps=10)
+    h = progressive(power(keras.layers.Dense(C)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model.compile(optimizer=OPTIMIZERS[name](), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, N, C)).astype("float32")
+    model.fit(x, rng.normal(size=(12, N, 2)), batch_size=4, verbose=0)
+    assert float(to_numpy(progressive.steps)) == 3.0
+    ema = to_numpy(power.gradient_ema)
+    assert np.isfinite(ema).all() and np.abs(ema).max() > 0
+    for weight in model.weights:
+        assert np.isfinite(to_numpy(weight)).all(), weight.path

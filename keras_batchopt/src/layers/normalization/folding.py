@@ -100,83 +100,132 @@ def _graph(model):
     return consumers, outputs
 
 
-def _dense(layer):
+def _plain(layer):
+    """Not LoRA-adapted, not quantized: its kernel is its weight."""
     return (
-        isinstance(layer, keras.layers.Dense)
-        and not getattr(layer, "lora_enabled", False)
+        not getattr(layer, "lora_enabled", False)
         and layer.dtype_policy.quantization_mode is None
     )
 
 
-def _linear_dense(layer):
-    return _dense(layer) and layer.activation is keras.activations.linear
+def _weights(layer, weights):
+    """`layer.get_weights()` in float64, or the values already planned."""
+    if layer.name not in weights:
+        weights[layer.name] = [
+            np.asarray(w, "float64") for w in layer.get_weights()
+        ]
+    return weights[layer.name]
+
+
+def _index(layer, variable):
+    return next(i for i, w in enumerate(layer.weights) if w is variable)
+
+
+def _fed_projections(attention, node, source):
+    """The projections (`EinsumDense` sublayers) of a MultiHeadAttention
+    call whose input is `source`'s output, or None if another argument
+    (a mask) is."""
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    named = dict(kwargs)
+    for name, arg in zip(("query", "value", "key"), args):
+        named[name] = arg
+    if named.get("key") is None:
+        named["key"] = named.get("value")
+    fed = []
+    for name, tensor in named.items():
+        if getattr(tensor, "_keras_history", None) is None:
+            continue
+        if tensor._keras_history.operation is not source:
+            continue
+        if name not in ("query", "key", "value"):
+            return None
+        fed.append(getattr(attention, f"_{name}_dense"))
+    return fed
+
+
+def _into_consumer(layer, consumer, scale, shift, weights):
+    """Folds `x * scale + shift` into the input side of `consumer`, or
+    returns False (and changes nothing) where it cannot."""
+    if len(consumer._inbound_nodes) != 1 or not _plain(consumer):
+        return False
+    if isinstance(consumer, keras.layers.Dense):
+        targets = [
+            (consumer.kernel, consumer.bias if consumer.use_bias else None)
+        ]
+    elif isinstance(consumer, keras.layers.MultiHeadAttention):
+        if getattr(consumer, "_use_gate", False) or not consumer._use_bias:
+            return False
+        fed = _fed_projections(consumer, consumer._inbound_nodes[0], layer)
+        if not fed:
+            return False
+        targets = [(dense.kernel, dense.bias) for dense in fed]
+    else:
+        return False
+    if any(bias is None for _, bias in targets) and np.any(shift):
+        return False
+    values = _weights(consumer, weights)
+    for kernel, bias in targets:
+        k = _index(consumer, kernel)
+        w = values[k]
+        if bias is not None:
+            b = _index(consumer, bias)
+            values[b] = values[b] + np.tensordot(shift, w, axes=(0, 0))
+        values[k] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    return True
+
+
+def _into_producer(producer, scale, shift, weights):
+    """Folds `x * scale + shift` into the output side of a linear Dense."""
+    if not (
+        isinstance(producer, keras.layers.Dense)
+        and producer.activation is keras.activations.linear
+        and producer.use_bias
+        and _plain(producer)
+        and len(producer._inbound_nodes) == 1
+    ):
+        return False
+    values = _weights(producer, weights)
+    values[0] = values[0] * scale
+    values[1] = values[1] * scale + shift
+    return True
 
 
 def _plan(model, allow_unfinished):
+    """Per normalization layer: "identity" (merged) or ("affine", a, b);
+    and the new weights of the layers merged into."""
     consumers, outputs = _graph(model)
-    producers = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for parent in node.parent_nodes:
-                producers.setdefault(id(layer), set()).add(id(parent.operation))
-    by_id = {id(layer): layer for layer in model.layers}
-    plan = {}
-    weights = {}
+    plan, weights = {}, {}
     for layer in model.layers:
         affine = inference_affine(layer, allow_unfinished)
         if affine is None or len(layer._inbound_nodes) != 1:
             continue
-        if not _channels_last(layer):
-            plan[layer.name] = ("affine", affine)
-            continue
         scale, shift = affine
-        after = consumers.get(id(layer), [])
-        before = [by_id.get(i) for i in producers.get(id(layer), ())]
-        if (
-            after
-            and id(layer) not in outputs
-            and all(_dense(c) for c in after)
-            and all(len(c._inbound_nodes) == 1 for c in after)
-            and all(c.name not in weights for c in after)
-        ):
-            plan[layer.name] = ("identity", None)
-            for dense in after:
-                kernel, bias = _dense_weights(dense, weights)
-                weights[dense.name] = (
-                    kernel * scale[:, None],
-                    bias + shift @ kernel,
+        if _channels_last(layer):
+            after = consumers.get(id(layer), [])
+            unique = list({id(c): c for c in after}.values())
+            trial = {k: [v.copy() for v in vs] for k, vs in weights.items()}
+            if (
+                unique
+                and id(layer) not in outputs
+                and all(
+                    _into_consumer(layer, c, scale, shift, trial)
+                    for c in unique
                 )
-            continue
-        if (
-            len(before) == 1
-            and before[0] is not None
-            and _linear_dense(before[0])
-            and len(consumers.get(id(before[0]), [])) == 1
-            and len(before[0]._inbound_nodes) == 1
-            and id(before[0]) not in outputs
-        ):
-            dense = before[0]
-            kernel, bias = _dense_weights(dense, weights)
-            weights[dense.name] = (
-                kernel * scale[None, :],
-                bias * scale + shift,
-            )
-            plan[layer.name] = ("identity", None)
-            continue
-        plan[layer.name] = ("affine", affine)
+            ):
+                weights = trial
+                plan[layer.name] = ("identity",)
+                continue
+            parents = layer._inbound_nodes[0].parent_nodes
+            if (
+                len(parents) == 1
+                and len(consumers.get(id(parents[0].operation), [])) == 1
+                and id(parents[0].operation) not in outputs
+                and _into_producer(parents[0].operation, scale, shift, weights)
+            ):
+                plan[layer.name] = ("identity",)
+                continue
+        plan[layer.name] = ("affine", scale, shift)
     return plan, weights
-
-
-def _dense_weights(dense, weights):
-    if dense.name in weights:
-        return weights[dense.name]
-    kernel = np.asarray(dense.kernel.numpy(), "float64")
-    bias = (
-        np.asarray(dense.bias.numpy(), "float64")
-        if dense.use_bias
-        else np.zeros(kernel.shape[-1])
-    )
-    return kernel, bias
 
 
 @keras_batchopt_export("keras_batchopt.layers.fold_normalization")
@@ -187,13 +236,14 @@ def fold_normalization(model, allow_unfinished=False):
     Every `RepBatchNormalization`, `ProgressiveRepBN` (once `lambda` is
     0), `UnifiedNormalization` and Keras `BatchNormalization` computes a
     per-channel affine `x * scale + shift` at inference. Each is merged
-    into the `Dense` layers that consume its output (`W <- diag(scale) W`,
-    `b <- b + shift W`), or else into the linear `Dense` that is its only
-    input (`W <- W diag(scale)`, `b <- b scale + shift`), and replaced by
-    an identity layer. Where neither applies (the input of
-    `MultiHeadAttention`, a residual branch, channels_first), it becomes a
-    `ChannelAffine` layer: no statistics, one multiply-add. Other layers
-    keep their weights; the original model is unchanged.
+    into the layers that consume its output, `Dense` layers and the
+    query, key and value projections of `MultiHeadAttention`
+    (`W <- diag(scale) W`, `b <- b + shift W`), or else into the linear
+    `Dense` that is its only input (`W <- W diag(scale)`,
+    `b <- b scale + shift`), and replaced by an identity layer. Where
+    neither applies (a residual branch, a model output, channels_first),
+    it becomes a `ChannelAffine` layer: no statistics, one multiply-add.
+    Other layers keep their weights; the original model is unchanged.
 
     The folded model's outputs in inference mode equal the original's up
     to float rounding; it is meant for inference (the merged `Dense`
@@ -253,19 +303,9 @@ def fold_normalization(model, allow_unfinished=False):
         action = plan.get(layer.name)
         if action is not None:
             if action[0] == "affine":
-                new.set_weights([a.astype("float32") for a in action[1]])
-            continue
-        if layer.name in weights:
-            kernel, bias = weights[layer.name]
-            values = [kernel.astype("float32")]
-            if layer.use_bias:
-                values.append(bias.astype("float32"))
-            else:
-                raise ValueError(
-                    f"Cannot fold a shift into `{layer.name}`, a Dense "
-                    "layer without bias."
-                )
-            new.set_weights(values)
+                new.set_weights([a.astype("float32") for a in action[1:]])
+        elif layer.name in weights:
+            new.set_weights([w.astype("float32") for w in weights[layer.name]])
         elif layer.weights:
             new.set_weights(layer.get_weights())
     return folded
