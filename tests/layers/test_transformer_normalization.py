@@ -392,14 +392,16 @@ OPTIMIZERS = {
     "SGDSaI": lambda: optimizers.SGDSaI(1e-3),
     "SinkGD": lambda: optimizers.SinkGD(1e-3),
     "AdaGradNorm": lambda: optimizers.AdaGradNorm(1e-3),
-    "AdamW_ema": lambda: keras.optimizers.AdamW(1e-3, use_ema=True),
+    "Adan_ema": lambda: optimizers.Adan(1e-3, use_ema=True),
+    "AdamW": lambda: keras.optimizers.AdamW(1e-3),
 }
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_backward_state_with_every_optimizer(name):
     """The backward state is assigned, never descended on, by each of our
-    optimizers (their fast paths included) and by Keras's with EMA: after
+    optimizers (their fast paths included, and with EMA, which skips it),
+    and by Keras's AdamW: after
     3 updates the update counter reads 3 and the gradient statistics
     moved."""
     inputs = keras.Input((N, C))

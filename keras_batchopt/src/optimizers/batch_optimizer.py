@@ -51,6 +51,11 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       generic decoupled pre-step decay, and asks `_decays(variable)`
       whether a variable is decayed (`weight_decay > 0` and not excluded by
       `exclude_from_weight_decay()`).
+    - **EMA on TensorFlow.** With `use_ema=True`, the final overwrite by
+      the moving averages skips the variables Keras keeps none for (the
+      `overwrite_with_gradient` state of `PowerNormalization`,
+      `UnifiedNormalization` and `ProgressiveRepBN`); Keras 3.15's own
+      TensorFlow override fails on them.
     - **Dense gradients.** `apply()` makes every sparse gradient dense
       before Keras sees it (on TensorFlow, the `tf.IndexedSlices` that an
       `Embedding` table gets), so loss-scale unscaling, Keras's clipping
@@ -170,6 +175,17 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         # fails on a `tf.IndexedSlices`, and everything after it (clipping,
         # accumulation, our hooks) then sees dense gradients.
         return super().apply(dense_gradients(grads), trainable_variables)
+
+    def _overwrite_model_variables_with_average_value(
+        self, trainable_variables
+    ):
+        if keras.backend.backend() != "tensorflow":
+            return super()._overwrite_model_variables_with_average_value(
+                trainable_variables
+            )
+        from keras_batchopt.src.backend.tensorflow import ema
+
+        ema.overwrite_with_averages(self, trainable_variables)
 
     def _apply_weight_decay(self, variables):
         if self._decay_in_update_step:

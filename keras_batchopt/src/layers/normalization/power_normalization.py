@@ -135,6 +135,10 @@ class PowerNormalization(ChannelNormalization):
         the official code under fp16 loss scaling, `Gamma` accumulates
         loss-scaled gradients under `mixed_float16`. Call the layer once
         per training step.
+        Keras >= 3.10 keeps this state out of loss-scale unscaling and
+        out of `use_ema`; with `use_ema` on TensorFlow, Keras 3.15's own
+        optimizers fail on it at the end of `fit`, keras_batchopt's do
+        not.
     """
 
     def __init__(

@@ -114,8 +114,16 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
         `PowerNormalization`), so it advances once per optimizer update:
         it is listed among the trainable weights, any Keras optimizer's
         `apply` assigns it, and under `gradient_accumulation_steps` it
-        advances once per accumulated update. A frozen layer
+        advances once per accumulated update. During the warmup the RepBN
+        branch is computed with weight 0, so its parameters get zero
+        gradients (the official module computes no branch and leaves them
+        without gradients, so PyTorch's optimizers skip them; here weight
+        decay and moment decay still reach them). A frozen layer
         (`trainable=False`) does not advance.
+        Keras >= 3.10 keeps this state out of loss-scale unscaling and
+        out of `use_ema`; with `use_ema` on TensorFlow, Keras 3.15's own
+        optimizers fail on it at the end of `fit`, keras_batchopt's do
+        not.
     """
 
     def __init__(
