@@ -199,6 +199,12 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
         remaining = min(max(remaining, 0.0), self.total_steps)
         return self.initial_ratio * remaining / self.total_steps
 
+    def _zero_tie(self, dtype):
+        """0, with a zero gradient for LayerNorm's weights (Keras warns
+        about weights without gradients)."""
+        ties = ops.sum(self.layer_norm_gamma) + ops.sum(self.layer_norm_beta)
+        return ops.cast(ties, dtype) * 0.0
+
     def _layer_norm(self, rows):
         dtype = rows.dtype
         return layer_norm(
@@ -219,7 +225,13 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
             weights = statistics.row_weights(mask, rows)
             rep = self.rep_bn_training(rows, weights, update=active)
             ratio = ops.where(active, ratio, 1.0)
-            y = ratio * self._layer_norm(rows) + (1.0 - ratio) * rep
+            # Once lambda is 0, LayerNorm's branch is skipped; its weights
+            # keep their (zero) gradients through a zero term.
+            y = ops.cond(
+                ratio > 0,
+                lambda: ratio * self._layer_norm(rows) + (1.0 - ratio) * rep,
+                lambda: rep + self._zero_tie(dtype),
+            )
             y = backward_state.count_updates(y, self.steps)
         elif self.inference_mode == "rep_bn":
             self._warn_if_unfinished()
