@@ -336,6 +336,30 @@ def test_fold_normalization_keeps_outputs(name, variant, tmp_path):
     )
 
 
+@pytest.mark.parametrize("order", ["pre_norm", "post_norm"])
+def test_fold_with_padding_masks(order):
+    """Masked token models: Embedding(mask_zero) -> norm -> Dense folds into
+    the Dense after; Embedding -> Dense -> norm into the Dense before."""
+    tokens = keras.Input((N,), dtype="int32")
+    h = keras.layers.Embedding(20, C, mask_zero=True)(tokens)
+    if order == "post_norm":
+        h = layers.RepBatchNormalization()(keras.layers.Dense(C)(h))
+    else:
+        h = layers.UnifiedNormalization(warmup_steps=2)(h)
+    model = keras.Model(tokens, keras.layers.Dense(3)(h))
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 20, (16, N))
+    x[:, -2:] = 0
+    model.fit(x, rng.normal(size=(16, N, 3)), batch_size=8, verbose=0)
+    folded = layers.fold_normalization(model)
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert "FoldedIdentity" in kinds and "ChannelAffine" not in kinds
+    np.testing.assert_allclose(
+        folded.predict(x, verbose=0), model.predict(x, verbose=0), 1e-4, 1e-5
+    )
+
+
 def test_fold_refuses_unfinished_progressive():
     model = _fold_model(lambda: layers.ProgressiveRepBN(total_steps=100))
     model.compile("adam", "mse")

@@ -78,11 +78,16 @@ def _float64(layer):
     return np.asarray(scale, "float64"), np.asarray(shift, "float64")
 
 
+def _input(layer):
+    """The tensor a single-call layer normalizes (not its mask)."""
+    return layer._inbound_nodes[0].input_tensors[0]
+
+
 def _channels_last(layer):
     axis = (
         layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
     )
-    rank = len(layer.input.shape)
+    rank = len(_input(layer).shape)
     return axis % rank == rank - 1
 
 
@@ -215,12 +220,11 @@ def _plan(model, allow_unfinished):
                 weights = trial
                 plan[layer.name] = ("identity",)
                 continue
-            parents = layer._inbound_nodes[0].parent_nodes
+            producer = _input(layer)._keras_history.operation
             if (
-                len(parents) == 1
-                and len(consumers.get(id(parents[0].operation), [])) == 1
-                and id(parents[0].operation) not in outputs
-                and _into_producer(parents[0].operation, scale, shift, weights)
+                len(consumers.get(id(producer), [])) == 1
+                and id(producer) not in outputs
+                and _into_producer(producer, scale, shift, weights)
             ):
                 plan[layer.name] = ("identity",)
                 continue
