@@ -18,26 +18,41 @@ def group_scaling(rows, groups, epsilon):
     return ops.reshape(grouped * ops.rsqrt(moment + epsilon), (-1, channels))
 
 
-def _power_forward(x, gamma, beta, gradient_ema, variance, denominator, *_):
-    z = x * ops.rsqrt(denominator)
-    return gamma * z + beta, (z, gamma, gradient_ema, variance)
+def _row_count(x):
+    return ops.cast(ops.shape(x)[0], x.dtype)
+
+
+def _power_forward(x, gamma, beta, gradient_ema, variance, inverse, square):
+    # y = gamma * z + beta with z = x * inverse, in one multiply-add; the
+    # backward recomputes what it needs from x (fewer full-size arrays).
+    y = x * (gamma * inverse) + beta
+    return y, (x, gamma, gradient_ema, variance, inverse, square)
 
 
 def power_backward(alpha_backward, epsilon):
     """The official approximate backward: with `g = dy * gamma`,
     `g~ = g - (1 - alpha_backward) * ema * z`, `dx = g~ / sqrt(var + eps)`
     with the *batch* variance, and the gradient EMA grows by `mean(g~ z)`
-    over every row (padding included)."""
+    over every row (padding included).
+
+    Computed per channel from `sum(dy * x)` and `mean(x**2)` over all rows,
+    so that the only full-size arrays are `dy * x` and `dx`.
+    """
+    decay = 1.0 - alpha_backward
 
     def backward(residuals, dy):
-        z, gamma, gradient_ema, variance = residuals
-        g = dy * gamma
-        approx = g - (1.0 - alpha_backward) * gradient_ema * z
-        new_ema = gradient_ema + statistics.mean(approx * z, 0)
-        dx = approx * ops.rsqrt(variance + epsilon)
-        d_gamma = ops.sum(dy * z, 0)
-        d_beta = ops.sum(dy, 0)
-        return dx, d_gamma, d_beta, new_ema, None, None
+        x, gamma, gradient_ema, variance, inverse, square = residuals
+        dy_z = ops.sum(dy * x, 0) * inverse  # sum(dy * z)
+        # mean(g~ z) = gamma mean(dy z) - decay ema mean(z**2)
+        new_ema = gradient_ema + (
+            gamma * dy_z / _row_count(x)
+            - decay * gradient_ema * ops.square(inverse) * square
+        )
+        batch_inverse = ops.rsqrt(variance + epsilon)
+        dx = dy * (gamma * batch_inverse) - x * (
+            decay * gradient_ema * inverse * batch_inverse
+        )
+        return dx, dy_z, ops.sum(dy, 0), new_ema, None, None, None
 
     return backward
 
@@ -238,11 +253,10 @@ class PowerNormalization(ChannelNormalization):
         self.iterations.assign(step)
         t = ops.cast(step, rows.dtype)
         weights = statistics.row_weights(mask, rows)
-        variance = statistics.masked_channel_mean(
-            ops.square(ops.stop_gradient(rows)), weights
-        )
+        square = ops.square(ops.stop_gradient(rows))
+        variance = statistics.masked_channel_mean(square, weights)
         warm = t <= self.warmup_steps
-        denominator = ops.where(warm, variance, psi) + self.epsilon
+        inverse = ops.rsqrt(ops.where(warm, variance, psi) + self.epsilon)
         ones = ops.ones_like(variance)
         y = backward_state.custom_vjp(
             _power_forward, power_backward(self.alpha_backward, self.epsilon)
@@ -252,7 +266,8 @@ class PowerNormalization(ChannelNormalization):
             ops.zeros_like(variance) if beta is None else beta,
             ops.cast(self.gradient_ema, rows.dtype),
             variance,
-            denominator,
+            inverse,
+            variance if weights is None else statistics.mean(square, 0),
         )
         cumulative = psi * (t - 1.0) / t + variance / t
         psi = ops.where(t < self.warmup_steps, cumulative, psi)

@@ -66,7 +66,7 @@ class RepBatchNormalizationBase(ChannelNormalization):
             new_variance = ops.where(update, new_variance, moving_variance)
         self.moving_mean.assign(ops.cast(new_mean, "float32"))
         self.moving_variance.assign(ops.cast(new_variance, "float32"))
-        return rows * scale + offset + alpha * rows
+        return rows * (scale + alpha) + offset
 
     def rep_bn_inference(self, rows):
         scale, shift = self._affine(rows.dtype)

@@ -46,8 +46,11 @@ def unbiased_variance(values):
 
 
 def _unified_forward(x, gamma, beta, window, ema, variance, ratio, *flags):
-    z = x * ops.rsqrt(variance)
-    return gamma * z + beta, (z, gamma, window, ema, variance, ratio, flags)
+    # y = gamma * z + beta with z = x / sqrt(variance), in one multiply-add;
+    # the backward recomputes what it needs from x.
+    inverse = ops.rsqrt(variance)
+    y = x * (gamma * inverse) + beta
+    return y, (x, gamma, window, ema, inverse, ratio, flags)
 
 
 def unified_backward(momentum):
@@ -55,19 +58,22 @@ def unified_backward(momentum):
     `mean(g z)` goes into the backward window (the EMA instead on a
     skipped batch), and `dx = (g - ema * z) / sqrt(var + eps)` with the
     updated EMA (`g - mean_gz * z` on a skipped batch); `dgamma` takes
-    `r * z`."""
+    `r * z`. Per-channel terms come from `sum(dy * x)`, so the only
+    full-size arrays are `dy * x` and `dx`."""
 
     def backward(residuals, dy):
-        z, gamma, window, ema, variance, ratio, flags = residuals
+        x, gamma, window, ema, inverse, ratio, flags = residuals
         skip, instant, slot = flags
-        g = dy * gamma * ratio
-        gz = statistics.mean(g * z, 0)
+        dy_z = ops.sum(dy * x, 0) * inverse  # sum(dy * z)
+        gz = gamma * ratio * dy_z / ops.cast(ops.shape(x)[0], x.dtype)
         window = ops.where(slot > 0, ops.where(skip > 0, ema, gz), window)
         mean_gz = ops.where(instant > 0, gz, ops.mean(window, axis=0))
         new_ema = ema * momentum + (1.0 - momentum) * mean_gz
-        approx = g - ops.where(skip > 0, mean_gz, new_ema) * z
-        dx = approx * ops.rsqrt(variance)
-        d_gamma = ops.sum(dy * ratio * z, 0)
+        subtracted = ops.where(skip > 0, mean_gz, new_ema)
+        dx = dy * (gamma * ratio * inverse) - x * (
+            subtracted * ops.square(inverse)
+        )
+        d_gamma = ratio * dy_z
         d_beta = ops.sum(dy, 0)
         return (dx, d_gamma, d_beta, window, new_ema) + (None,) * 5
 
