@@ -177,15 +177,20 @@ class SGDSaI(BatchOptimizer):
         slot = self._gsnrs[i]
         current = ops.convert_to_tensor(slot)
         first = ops.less(current, 0.0)
+        size = math.prod(variable.shape)
         # Computed only while unset (a branch, not a select: the ratio's
         # three reductions would otherwise run every step).
-        gsnr = ops.cond(
-            first,
-            lambda: gradient_snr(
-                gradient, self.epsilon, math.prod(variable.shape)
-            ),
-            lambda: current,
-        )
+        if _eager_jax(first):
+            from keras_batchopt.src.backend.jax import eager
+
+            # The same `cond`, compiled once per shape, not at each call.
+            gsnr = eager.jitted(_gsnr_or_current, static_argnums=(3, 4))(
+                first, gradient, current, self.epsilon, size
+            )
+        else:
+            gsnr = _gsnr_or_current(
+                first, gradient, current, self.epsilon, size
+            )
         self.assign(slot, gsnr)
         if self.momentum:
             buf = self._momentums[i]
@@ -208,6 +213,24 @@ class SGDSaI(BatchOptimizer):
         config = super().get_config()
         config.update({"momentum": self.momentum, "epsilon": self.epsilon})
         return config
+
+
+def _gsnr_or_current(first, gradient, current, epsilon, size):
+    """The gradient's gSNR where `first`, else `current` (a `cond`)."""
+    return ops.cond(
+        first,
+        lambda: gradient_snr(gradient, epsilon, size),
+        lambda: current,
+    )
+
+
+def _eager_jax(x):
+    """Whether `x` is a concrete JAX array (an eager step on JAX)."""
+    if keras.backend.backend() != "jax":
+        return False
+    from keras_batchopt.src.backend.jax import eager
+
+    return not eager.is_traced(x)
 
 
 def scalar_slot_name(variable, suffix):

@@ -26,11 +26,11 @@ class ChannelAffine(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> import keras_batchopt
+    >>> import keras, keras_batchopt
     >>> layer = keras_batchopt.layers.ChannelAffine()
     >>> layer.build((None, 3))
     >>> layer.set_weights([np.full(3, 2.0), np.ones(3)])
-    >>> layer(np.ones((1, 3), "float32")).tolist()
+    >>> keras.ops.convert_to_numpy(layer(np.ones((1, 3), "float32"))).tolist()
     [[3.0, 3.0, 3.0]]
 
     References:

@@ -6,7 +6,9 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import backward_state
 from keras_batchopt.src.layers.normalization import statistics
-from keras_batchopt.src.layers.normalization.base import ChannelNormalization
+from keras_batchopt.src.layers.normalization.quadratic_mean import (
+    QuadraticMeanNormalization,
+)
 
 
 def group_scaling(rows, groups, epsilon):
@@ -58,7 +60,7 @@ def power_backward(alpha_backward, epsilon):
 
 
 @keras_batchopt_export("keras_batchopt.layers.PowerNormalization")
-class PowerNormalization(ChannelNormalization):
+class PowerNormalization(QuadraticMeanNormalization):
     """Power normalization for transformers (Shen et al., 2020).
 
     Batch normalization without centering, made stable for token
@@ -215,23 +217,9 @@ class PowerNormalization(ChannelNormalization):
                 f"a divisor of the {channels} input channels",
                 self.groups,
             )
-        self.gamma, self.beta = self.build_affine(channels)
-        self.moving_variance = self.add_weight(
-            shape=(channels,),
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-        )
+        self.build_statistics(channels)
         self.gradient_ema = backward_state.add_backward_state(
             self, "gradient_ema", (channels,)
-        )
-        self.iterations = self.add_weight(
-            shape=(),
-            name="iterations",
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
         )
         backward_state.check_loss_scaling(self)
 
@@ -243,14 +231,8 @@ class PowerNormalization(ChannelNormalization):
         beta = self.read(self.beta, rows.dtype)
         psi = ops.cast(self.moving_variance, rows.dtype)
         if not self.is_training(training):
-            y = rows * ops.rsqrt(psi + self.epsilon)
-            if gamma is not None:
-                y = y * gamma
-            if beta is not None:
-                y = y + beta
-            return ops.cast(back(y), inputs.dtype)
-        step = self.iterations + 1
-        self.iterations.assign(step)
+            return ops.cast(back(self.inference(rows)), inputs.dtype)
+        step = self.next_step()
         t = ops.cast(step, rows.dtype)
         weights = statistics.row_weights(mask, rows)
         square = ops.square(ops.stop_gradient(rows))
@@ -277,11 +259,7 @@ class PowerNormalization(ChannelNormalization):
 
     def get_config(self):
         config = super().get_config()
-        for key in (
-            "momentum",
-            "moving_mean_initializer",
-        ):
-            config.pop(key)
+        config.pop("momentum")
         config.update(
             {
                 "alpha_forward": self.alpha_forward,

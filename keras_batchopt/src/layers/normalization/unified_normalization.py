@@ -6,7 +6,9 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import backward_state
 from keras_batchopt.src.layers.normalization import statistics
-from keras_batchopt.src.layers.normalization.base import ChannelNormalization
+from keras_batchopt.src.layers.normalization.quadratic_mean import (
+    QuadraticMeanNormalization,
+)
 
 
 def _window_sizes(window_size):
@@ -81,7 +83,7 @@ def unified_backward(momentum):
 
 
 @keras_batchopt_export("keras_batchopt.layers.UnifiedNormalization")
-class UnifiedNormalization(ChannelNormalization):
+class UnifiedNormalization(QuadraticMeanNormalization):
     """Unified Normalization for transformers (Yang et al., 2022).
 
     A batch normalization of token sequences, without centering, that
@@ -224,14 +226,7 @@ class UnifiedNormalization(ChannelNormalization):
     def build(self, input_shape):
         channels = self.channels(input_shape)
         forward_size, backward_size = self.window_size
-        self.gamma, self.beta = self.build_affine(channels)
-        self.moving_variance = self.add_weight(
-            shape=(channels,),
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-        )
+        self.build_statistics(channels)
         self.variance_window = self.add_weight(
             shape=(forward_size, channels),
             name="variance_window",
@@ -245,37 +240,17 @@ class UnifiedNormalization(ChannelNormalization):
         self.gradient_ema = backward_state.add_backward_state(
             self, "gradient_ema", (channels,)
         )
-        self.iterations = self.add_weight(
-            shape=(),
-            name="iterations",
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
-        )
-        self.skip_count = self.add_weight(
-            shape=(),
-            name="skip_count",
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
-        )
+        self.skip_count = self.add_counter("skip_count")
         backward_state.check_loss_scaling(self)
 
     def inference_affine(self):
         """`(scale, shift)`, NumPy float32 arrays of shape `(channels,)`
         with inference output `x * scale + shift`."""
-        scale = ops.rsqrt(self.moving_variance + self.epsilon)
-        if self.gamma is not None:
-            scale = scale * self.gamma
-        shift = (
-            ops.zeros_like(scale)
-            if self.beta is None
-            else ops.convert_to_tensor(self.beta)
-        )
-        return (
-            ops.convert_to_numpy(scale).astype("float32"),
-            ops.convert_to_numpy(shift).astype("float32"),
-        )
+        scale, shift = self._affine("float32")
+        scale = ops.convert_to_numpy(scale)
+        if shift is None:
+            return scale, scale * 0
+        return scale, ops.convert_to_numpy(shift)
 
     def call(self, inputs, training=None, mask=None):
         x = statistics.upcast(inputs)
@@ -285,15 +260,9 @@ class UnifiedNormalization(ChannelNormalization):
         beta = self.read(self.beta, dtype)
         running = ops.cast(self.moving_variance, dtype)
         if not self.is_training(training):
-            y = rows * ops.rsqrt(running + self.epsilon)
-            if gamma is not None:
-                y = y * gamma
-            if beta is not None:
-                y = y + beta
-            return ops.cast(back(y), inputs.dtype)
+            return ops.cast(back(self.inference(rows)), inputs.dtype)
         forward_size, backward_size = self.window_size
-        step = self.iterations + 1
-        self.iterations.assign(step)
+        step = self.next_step()
         t = ops.cast(step, dtype)
         weights = statistics.row_weights(mask, rows)
         x2 = statistics.masked_channel_mean(
@@ -354,7 +323,6 @@ class UnifiedNormalization(ChannelNormalization):
 
     def get_config(self):
         config = super().get_config()
-        config.pop("moving_mean_initializer")
         config.update(
             {
                 "window_size": list(self.window_size),

@@ -1,0 +1,56 @@
+"""What PowerNorm and Unified Normalization share: a per-channel quadratic
+mean without centering, a running one for inference, a step counter."""
+
+from keras import ops
+
+from keras_batchopt.src.layers.normalization.base import ChannelNormalization
+
+
+class QuadraticMeanNormalization(ChannelNormalization):
+    """`gamma`, `beta`, `moving_variance` (a running quadratic mean, no
+    `moving_mean`), the int32 step counter `iterations`, and inference
+    `y = gamma * x / sqrt(moving_variance + eps) + beta`."""
+
+    def build_statistics(self, channels):
+        self.gamma, self.beta = self.build_affine(channels)
+        self.moving_variance = self.add_weight(
+            shape=(channels,),
+            name="moving_variance",
+            initializer=self.moving_variance_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.iterations = self.add_counter("iterations")
+
+    def add_counter(self, name):
+        return self.add_weight(
+            shape=(),
+            name=name,
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+        )
+
+    def next_step(self):
+        """Advances `iterations`; returns the new step, as an int tensor."""
+        step = self.iterations + 1
+        self.iterations.assign(step)
+        return step
+
+    def _affine(self, dtype):
+        scale = ops.rsqrt(ops.cast(self.moving_variance, dtype) + self.epsilon)
+        if self.gamma is not None:
+            scale = scale * ops.cast(self.gamma, dtype)
+        shift = None if self.beta is None else ops.cast(self.beta, dtype)
+        return scale, shift
+
+    def inference(self, rows):
+        """`rows` normalized by the running quadratic mean."""
+        scale, shift = self._affine(rows.dtype)
+        y = rows * scale
+        return y if shift is None else y + shift
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("moving_mean_initializer")
+        return config
