@@ -13,6 +13,12 @@ scaling). The update then happens where Keras applies gradients, under
 `fit`, `jit_compile`, JAX's stateless `apply` and custom loops that call
 `optimizer.apply`.
 
+Under `tf.distribute` (tested with `MirroredStrategy` on two CPU replicas)
+the batch statistics are per replica, as in Keras's `BatchNormalization`
+without `synchronized=True`, and the replicas' values of these variables
+are aggregated as gradients are; the update counter of `ProgressiveRepBN`
+advances once per update.
+
 Consequences, stated in each layer's docstring:
 - the update needs a Keras optimizer's `apply` (a hand-written SGD loop
   over `trainable_weights` would descend on them);
