@@ -4,7 +4,7 @@ from keras import ops
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
-from keras_batchopt.src.optimizers.sgd_sai import scalar_slot_name
+from keras_batchopt.src.optimizers.slots import scalar_slot_name
 
 ACCUMULATORS = ("global", "per_variable", "coordinate")
 

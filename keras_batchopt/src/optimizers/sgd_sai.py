@@ -6,6 +6,7 @@ from keras import ops
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
+from keras_batchopt.src.optimizers.slots import scalar_slot_name
 
 # The value of a gSNR slot that has not seen a gradient yet. A computed gSNR
 # is a ratio of non-negative numbers, so it is never negative.
@@ -231,10 +232,3 @@ def _eager_jax(x):
     from keras_batchopt.src.backend.jax import eager
 
     return not eager.is_traced(x)
-
-
-def scalar_slot_name(variable, suffix):
-    """The name `add_variable_from_reference` would give, for a scalar."""
-    if hasattr(variable, "path"):
-        return f"{variable.path.replace('/', '_')}_{suffix}"
-    return f"{str(variable.name).replace('/', '_').replace(':', '_')}_{suffix}"
