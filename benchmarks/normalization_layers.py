@@ -101,9 +101,9 @@ def _compile(backend, layer, x, mask):
             lambda: [g.numpy() for g in train_step()]
         )
     if backend == "jax":
-        import jax
-
         import inspect
+
+        import jax
 
         if "training" in inspect.signature(layer.call).parameters:
             kwargs["training"] = True  # `stateless_call` calls `call`

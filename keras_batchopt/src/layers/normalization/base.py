@@ -126,6 +126,10 @@ class ChannelNormalization(keras.layers.Layer):
             trainable=False,
             autocast=False,
         )
+        self.build_moving_variance(channels)
+
+    def build_moving_variance(self, channels):
+        """`moving_variance` of shape `(channels,)`, float32."""
         self.moving_variance = self.add_weight(
             shape=(channels,),
             name="moving_variance",

@@ -13,13 +13,7 @@ class QuadraticMeanNormalization(ChannelNormalization):
 
     def build_statistics(self, channels):
         self.gamma, self.beta = self.build_affine(channels)
-        self.moving_variance = self.add_weight(
-            shape=(channels,),
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-        )
+        self.build_moving_variance(channels)
         self.iterations = self.add_counter("iterations")
 
     def add_counter(self, name):
