@@ -2,8 +2,10 @@
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.channel_affine import ChannelAffine
 from keras_batchopt.src.layers.normalization.progressive_rep_bn import (
     ProgressiveRepBN,
@@ -33,20 +35,17 @@ class FoldedIdentity(keras.layers.Layer):
 
 
 def _keras_bn_affine(layer):
-    gamma = (
-        np.asarray(layer.gamma.numpy(), "float64")
-        if layer.scale
-        else np.ones(layer.moving_mean.shape)
+    scale, shift = statistics.scale_and_offset(
+        layer.moving_mean,
+        layer.moving_variance,
+        layer.gamma,
+        layer.beta,
+        layer.epsilon,
     )
-    beta = (
-        np.asarray(layer.beta.numpy(), "float64")
-        if layer.center
-        else np.zeros(layer.moving_mean.shape)
+    return (
+        ops.convert_to_numpy(scale).astype("float64"),
+        ops.convert_to_numpy(shift).astype("float64"),
     )
-    variance = np.asarray(layer.moving_variance.numpy(), "float64")
-    mean = np.asarray(layer.moving_mean.numpy(), "float64")
-    scale = gamma / np.sqrt(variance + layer.epsilon)
-    return scale, beta - mean * scale
 
 
 def inference_affine(layer, allow_unfinished=False):

@@ -227,8 +227,6 @@ class PowerNormalization(QuadraticMeanNormalization):
         x = statistics.upcast(inputs)
         rows, back = statistics.to_rows(x, self.channel_axis(len(x.shape)))
         rows = group_scaling(rows, self.groups, self.group_epsilon)
-        gamma = self.read(self.gamma, rows.dtype)
-        beta = self.read(self.beta, rows.dtype)
         psi = ops.cast(self.moving_variance, rows.dtype)
         if not self.is_training(training):
             return ops.cast(back(self.inference(rows)), inputs.dtype)
@@ -239,13 +237,13 @@ class PowerNormalization(QuadraticMeanNormalization):
         variance = statistics.masked_channel_mean(square, weights)
         warm = t <= self.warmup_steps
         inverse = ops.rsqrt(ops.where(warm, variance, psi) + self.epsilon)
-        ones = ops.ones_like(variance)
+        gamma, beta = self.affine_inputs(variance)
         y = backward_state.custom_vjp(
             _power_forward, power_backward(self.alpha_backward, self.epsilon)
         )(
             rows,
-            ones if gamma is None else gamma,
-            ops.zeros_like(variance) if beta is None else beta,
+            gamma,
+            beta,
             ops.cast(self.gradient_ema, rows.dtype),
             variance,
             inverse,

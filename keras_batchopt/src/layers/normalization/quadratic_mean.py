@@ -31,6 +31,18 @@ class QuadraticMeanNormalization(ChannelNormalization):
         self.iterations.assign(step)
         return step
 
+    def affine_inputs(self, like):
+        """`gamma` and `beta` in the dtype of the per-channel `like`, with
+        ones and zeros standing in for a disabled `scale` or `center`
+        (the custom backward ops take both)."""
+        dtype = like.dtype
+        gamma = self.read(self.gamma, dtype)
+        beta = self.read(self.beta, dtype)
+        return (
+            ops.ones_like(like) if gamma is None else gamma,
+            ops.zeros_like(like) if beta is None else beta,
+        )
+
     def _affine(self, dtype):
         scale = ops.rsqrt(ops.cast(self.moving_variance, dtype) + self.epsilon)
         if self.gamma is not None:

@@ -11,14 +11,12 @@ from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 def batch_moments(rows, weights):
     """Per-channel mean and biased variance over the real tokens, and
     their count."""
+    mean = statistics.masked_channel_mean(rows, weights)
+    variance = statistics.masked_channel_mean(ops.square(rows - mean), weights)
     if weights is None:
         count = ops.cast(ops.shape(rows)[0], rows.dtype)
-        mean = statistics.mean(rows, 0)
-        variance = statistics.mean(ops.square(rows - mean), 0)
-        return mean, variance, count
-    count = ops.maximum(ops.sum(weights), 1.0)
-    mean = ops.sum(rows * weights, 0) / count
-    variance = ops.sum(ops.square(rows - mean) * weights, 0) / count
+    else:
+        count = ops.maximum(ops.sum(weights), 1.0)
     return mean, variance, count
 
 

@@ -32,6 +32,11 @@ def _window_sizes(window_size):
     return sizes
 
 
+def _window_slot(size, step):
+    """A `(size, 1)` mask of the window row that step `step` writes."""
+    return ops.expand_dims(ops.arange(size) == step % size, -1)
+
+
 def geometric_mean(window):
     """Per-channel geometric mean over the window (0 where an entry is 0,
     as the official `exp(mean(log))`)."""
@@ -256,8 +261,6 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         x = statistics.upcast(inputs)
         rows, back = statistics.to_rows(x, self.channel_axis(len(x.shape)))
         dtype = rows.dtype
-        gamma = self.read(self.gamma, dtype)
-        beta = self.read(self.beta, dtype)
         running = ops.cast(self.moving_variance, dtype)
         if not self.is_training(training):
             return ops.cast(back(self.inference(rows)), inputs.dtype)
@@ -270,9 +273,7 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         )
         window = ops.cast(self.variance_window, dtype)
         recorded = unbiased_variance(ops.sqrt(window))
-        slot = ops.expand_dims(
-            ops.arange(forward_size) == step % forward_size, -1
-        )
+        slot = _window_slot(forward_size, step)
         window = ops.where(slot, x2, window)
         skip = ops.convert_to_tensor(forward_size == 1)
         if self.outlier_filtration:
@@ -299,16 +300,14 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         backward_instant = ops.logical_or(
             ops.logical_or(t <= backward_size, t < self.warmup_steps), skip
         )
-        backward_slot = ops.expand_dims(
-            ops.arange(backward_size) == step % backward_size, -1
-        )
-        ones = ops.ones_like(variance)
+        backward_slot = _window_slot(backward_size, step)
+        gamma, beta = self.affine_inputs(variance)
         y = backward_state.custom_vjp(
             _unified_forward, unified_backward(self.momentum)
         )(
             rows,
-            ones if gamma is None else gamma,
-            ops.zeros_like(variance) if beta is None else beta,
+            gamma,
+            beta,
             ops.cast(self.gradient_window, dtype),
             ops.cast(self.gradient_ema, dtype),
             variance + self.epsilon,
