@@ -275,9 +275,13 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         recorded = unbiased_variance(ops.sqrt(window))
         slot = _window_slot(forward_size, step)
         window = ops.where(slot, x2, window)
+        # The window's geometric mean with this batch written in: the
+        # outlier test's, and the variance unless the batch is an outlier
+        # (then x2 is used and the overwritten window's mean is not needed).
+        smoothed = geometric_mean(window)
         skip = ops.convert_to_tensor(forward_size == 1)
         if self.outlier_filtration:
-            spread = ops.mean(window, axis=0) - geometric_mean(window)
+            spread = ops.mean(window, axis=0) - smoothed
             outlier = ops.logical_and(
                 t >= self.warmup_steps,
                 ops.any(spread > recorded * forward_size),
@@ -289,7 +293,7 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         instant = ops.logical_or(
             ops.logical_or(t <= forward_size, t < self.warmup_steps), skip
         )
-        variance = ops.where(instant, x2, geometric_mean(window))
+        variance = ops.where(instant, x2, smoothed)
         ratio = ops.sqrt(variance + self.epsilon) * ops.rsqrt(
             running + self.epsilon
         )
