@@ -188,9 +188,11 @@ def test_batch_grows_mid_epoch_in_fit():
     model.fit(
         data, epochs=1, steps_per_epoch=None, callbacks=[Grow()], verbose=0
     )
-    lag = 1 if BACKEND == "tensorflow" else 0
-    assert sizes[: 5 + lag] == [8] * (5 + lag)
-    assert set(sizes[5 + lag + (BACKEND == "tensorflow") :]) == {24}
+    # No backend reads ahead (tf.data's injected prefetch is off), so the
+    # new size reaches the very next step on every backend, however loaded
+    # the machine is.
+    assert sizes[:5] == [8] * 5
+    assert set(sizes[5:]) == {24}
     assert len(sizes) == data.num_batches == int(np.ceil(len(x) / 8))
 
 
@@ -201,6 +203,10 @@ def test_batch_actually_grows_on_digits():
     )
     model = _classifier()
     model.compile(optimizer=keras.optimizers.Adagrad(0.05), loss=CE)
+    # Build first: JAX's and torch's first `fit` peek one batch to build
+    # the optimizer, and that batch (dropped at the epoch's start) is
+    # produced but never trained on.
+    model.fit(x[:8], y[:8], verbose=0)
     grow = bs.AdaptiveBatchSize(
         data,
         test="augmented_inner_product",
@@ -217,10 +223,8 @@ def test_batch_actually_grows_on_digits():
     assert sizes == sorted(sizes), "the batch must never shrink"
     assert sizes[-1] > 8 and sizes[-1] <= 512
     assert all(s % 8 == 0 for s in sizes)
-    assert grow.samples_seen == data.samples_produced - len(data.pending) - (
-        data.samples_produced
-        - grow.samples_seen
-        - sum(len(b[0]) for b in data.pending)
+    assert grow.samples_seen == data.samples_produced - sum(
+        len(b[0]) for b in data.pending
     )
     for r in record:
         if r["proposed"] is not None:

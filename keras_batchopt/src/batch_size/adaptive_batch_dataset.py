@@ -64,7 +64,10 @@ class AdaptiveBatchDataset(DataAdapter):
         Keras reads `steps_per_epoch` once per `fit` call. The dataset is a
         Keras `DataAdapter` (the one form of input whose batch dimension
         Keras leaves open on TensorFlow); validation data is passed as
-        usual.
+        usual. No backend reads batches ahead: on TensorFlow the
+        prefetch `tf.data` would inject is turned off, so a size set in
+        `on_train_batch_end` applies to the very next step however loaded
+        the machine is (a read-ahead thread made that step timing-dependent).
     """
 
     def __init__(

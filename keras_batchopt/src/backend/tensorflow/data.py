@@ -18,4 +18,9 @@ def dataset_from_generator(generator, example):
         )
 
     signature = keras.tree.map_structure(spec, example)
-    return tf.data.Dataset.from_generator(generator, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(
+        generator, output_signature=signature
+    )
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    return dataset.with_options(options)
