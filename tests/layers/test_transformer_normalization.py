@@ -210,9 +210,13 @@ def test_training_trajectory_matches_official(name, layout):
     model = Harness(layer, x.astype("float32"), mask, channels_first)
     # XLA on TensorFlow and JAX. In TensorFlow's non-XLA graph mode this
     # harness (an input that is itself a variable the same step updates)
-    # gets a wrong input update now and then, with Keras's own
-    # BatchNormalization as much as with these layers; the layers'
-    # gradients in eager mode and in a `tf.function` are right.
+    # gets a wrong first step in about a third of fresh models, with
+    # Keras's own BatchNormalization as much as with these layers: the
+    # forward then reads `gamma` after the optimizer's update of it. It
+    # goes away with Grappler's `dependency_optimization` off, and does
+    # not show in a Dense-BN-Dense model or with plain `tf.Variable`s and
+    # `assign_sub`; the layers' gradients in eager mode and under XLA are
+    # right.
     model.compile(
         optimizer=keras.optimizers.SGD(LR),
         loss=DotLoss(),
