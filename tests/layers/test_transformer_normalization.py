@@ -7,6 +7,8 @@ the state the custom backward passes set; then inference. Also masks,
 both layouts, gradient accumulation, the update counter, folding and bad
 arguments."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -280,6 +282,25 @@ def test_progressive_warns_when_unfinished():
     blend.build((None, N, C))
     blend.steps.assign(4.0)
     blend(x, training=False)  # no warning: inference is the blend
+
+
+@pytest.mark.parametrize("steps, warns", [(4.0, True), (10.0, False)])
+def test_progressive_warns_in_compiled_predict(steps, warns):
+    """`predict` compiles the inference (traced variables on JAX, whose
+    check runs with the value when the compiled function does)."""
+    layer = layers.ProgressiveRepBN(total_steps=10)
+    model = keras.Sequential([keras.Input((N, C)), layer])
+    model.compile(jit_compile=True)
+    layer.steps.assign(steps)
+    x = np.ones((2, N, C), "float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict(x, verbose=0)
+        model.predict(x, verbose=0)  # once
+    messages = [str(w.message) for w in caught if "lambda=" in str(w.message)]
+    assert len(messages) == int(warns)
+    if warns:
+        assert "lambda=0.6" in messages[0]
 
 
 def _fold_model(norm, variant="dense"):

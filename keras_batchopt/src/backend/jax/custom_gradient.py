@@ -1,4 +1,5 @@
-"""A custom vector-Jacobian product and a concrete variable read, on JAX."""
+"""A custom vector-Jacobian product, a concrete variable read and a host
+callback, on JAX."""
 
 import jax
 import numpy as np
@@ -37,3 +38,10 @@ def concrete_value(variable):
     if value is None or isinstance(value, jax.core.Tracer):
         return None
     return np.asarray(value)
+
+
+def call_on_host(function, value):
+    """`function(value as NumPy)` on the host when the computation runs,
+    inside `jit` too (a traced variable has no value to read while it is
+    traced)."""
+    jax.debug.callback(lambda v: function(np.asarray(v)), value)

@@ -59,6 +59,12 @@ def concrete_value(variable):
     return _backend().concrete_value(variable)
 
 
+def call_on_host(function, variable):
+    """`function(value)` with the variable's NumPy value when the traced
+    computation runs, for where `concrete_value` is None (JAX)."""
+    _backend().call_on_host(function, ops.convert_to_tensor(variable))
+
+
 def add_backward_state(layer, name, shape, initializer="zeros"):
     """A float32 variable that the layer's backward pass sets."""
     variable = layer.add_weight(

@@ -247,7 +247,15 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
         if self._warned:
             return
         steps = backward_state.concrete_value(self.steps)
-        if steps is None or steps <= 0:
+        if steps is None:
+            # Traced by a JAX trainer (compiled `predict`, `evaluate`):
+            # the check runs with the value when the computation does.
+            backward_state.call_on_host(self._warn_for_steps, self.steps)
+        else:
+            self._warn_for_steps(steps)
+
+    def _warn_for_steps(self, steps):
+        if self._warned or steps <= 0:
             return
         ratio = self._float_ratio(steps)
         if ratio > 0:
