@@ -51,11 +51,14 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       generic decoupled pre-step decay, and asks `_decays(variable)`
       whether a variable is decayed (`weight_decay > 0` and not excluded by
       `exclude_from_weight_decay()`).
-    - **EMA on TensorFlow.** With `use_ema=True`, the final overwrite by
-      the moving averages skips the variables Keras keeps none for (the
-      `overwrite_with_gradient` state of `PowerNormalization`,
-      `UnifiedNormalization` and `ProgressiveRepBN`); Keras 3.15's own
-      TensorFlow override fails on them.
+    - **EMA leaves backward-pass state alone.** With `use_ema=True`, the
+      `overwrite_with_gradient` variables (the state the backward passes
+      of `PowerNormalization`, `UnifiedNormalization` and
+      `ProgressiveRepBN` set) are neither averaged nor overwritten by
+      their average, on every supported Keras: Keras < 3.10 averages them
+      (`ProgressiveRepBN`'s update counter then falls back to about 1 at
+      the end of `fit`), and Keras 3.15's own TensorFlow overwrite fails
+      on the `None` averages later versions keep for them.
     - **Dense gradients.** `apply()` makes every sparse gradient dense
       before Keras sees it (on TensorFlow, the `tf.IndexedSlices` that an
       `Embedding` table gets), so loss-scale unscaling, Keras's clipping
@@ -176,16 +179,45 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         # accumulation, our hooks) then sees dense gradients.
         return super().apply(dense_gradients(grads), trainable_variables)
 
+    def _averaged(self, trainable_variables):
+        """The (variable, moving average) pairs EMA covers: not the
+        variables set through their gradient (`overwrite_with_gradient`)."""
+        averages = self._model_variables_moving_average
+        if len(trainable_variables) != len(averages):
+            raise ValueError(
+                "The optimizer's moving averages must match the model's "
+                f"trainable variables ({len(trainable_variables)}). "
+                f"Received: {len(averages)} averages"
+            )
+        return [
+            (variable, average)
+            for variable, average in zip(trainable_variables, averages)
+            if average is not None
+            and not getattr(variable, "overwrite_with_gradient", False)
+        ]
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        not_first_step = keras.ops.not_equal(self.iterations, 0)
+        for variable, average in self._averaged(trainable_variables):
+            momentum = (
+                keras.ops.cast(not_first_step, variable.dtype)
+                * self.ema_momentum
+            )
+            average.assign(momentum * average + (1 - momentum) * variable)
+
     def _overwrite_model_variables_with_average_value(
         self, trainable_variables
     ):
+        pairs = self._averaged(trainable_variables)
         if keras.backend.backend() != "tensorflow":
-            return super()._overwrite_model_variables_with_average_value(
-                trainable_variables
-            )
+            for variable, average in pairs:
+                variable.assign(average)
+            return
         from keras_batchopt.src.backend.tensorflow import ema
 
-        ema.overwrite_with_averages(self, trainable_variables)
+        ema.overwrite_with_averages(self, pairs)
 
     def _apply_weight_decay(self, variables):
         if self._decay_in_update_step:

@@ -1,20 +1,14 @@
 """Keras's TensorFlow overwrite of the model variables by their moving
-averages, skipping the variables that have none."""
+averages, on every replica."""
 
 import keras
 
 
-def overwrite_with_averages(optimizer, trainable_variables):
-    """Assigns each variable its moving average on every replica.
-
-    Keras (>= 3.10) keeps no average for `overwrite_with_gradient`
-    variables (None in the list), and its TensorFlow override of this step
-    (Keras 3.15) does not skip them; the generic one does.
-    """
-    averages = optimizer._model_variables_moving_average
-    for variable, average in zip(trainable_variables, averages):
-        if average is None:
-            continue
+def overwrite_with_averages(optimizer, pairs):
+    """Assigns each variable of `pairs` (variable, average) its average
+    through the distribution strategy, as Keras's TensorFlow optimizer
+    does, for the pairs `BatchOptimizer._averaged` keeps."""
+    for variable, average in pairs:
         if isinstance(variable, keras.Variable):
             variable = variable.value
         optimizer._distribution_strategy.extended.update(

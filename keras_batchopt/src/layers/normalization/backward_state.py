@@ -25,13 +25,15 @@ Consequences, stated in each layer's docstring:
 - with `gradient_accumulation_steps`, Keras merges the micro-batch values
   of such variables by an element-wise maximum, and assigns at the update;
 - Keras < 3.10's `LossScaleOptimizer` divides these gradients by the loss
-  scale too (`check_loss_scaling` warns under `mixed_float16`), and its
-  EMA (`use_ema=True`) averages these variables and overwrites them at the
-  end of `fit`; Keras >= 3.10 leaves them out of both;
+  scale too (`check_loss_scaling` warns under `mixed_float16`), and the
+  EMA (`use_ema=True`) of its own optimizers averages these variables and
+  overwrites them at the end of `fit`; Keras >= 3.10 leaves them out of
+  both;
 - with `use_ema=True` on TensorFlow, Keras 3.15's own optimizers fail at
   the end of `fit` on such variables (their TensorFlow EMA overwrite does
-  not skip them, unlike the generic one); keras_batchopt's optimizers
-  skip them.
+  not skip them, unlike the generic one);
+- keras_batchopt's optimizers leave them out of EMA on every supported
+  Keras (`BatchOptimizer._averaged`).
 """
 
 import importlib
