@@ -130,15 +130,8 @@ def _loss_scale_warning(name, policy):
     """Before Keras 3.10 the loss-scale optimizer divides backward state by
     the loss scale; those layers warn under mixed_float16."""
     version = tuple(int(p) for p in keras.version().split(".")[:2])
-    if (
-        name in BACKWARD_STATE
-        and policy == "mixed_float16"
-        and version
-        < (
-            3,
-            10,
-        )
-    ):
+    old_keras = version < (3, 10)
+    if name in BACKWARD_STATE and policy == "mixed_float16" and old_keras:
         return pytest.warns(UserWarning, match="LossScaleOptimizer")
     return contextlib.nullcontext()
 

@@ -87,10 +87,8 @@ def _keras_version():
 def check_loss_scaling(layer):
     """Warns, under `mixed_float16` on Keras < 3.10, that the loss-scale
     optimizer will divide the backward state by the loss scale."""
-    if layer.dtype_policy.name == "mixed_float16" and _keras_version() < (
-        3,
-        10,
-    ):
+    old_keras = _keras_version() < (3, 10)
+    if layer.dtype_policy.name == "mixed_float16" and old_keras:
         warnings.warn(
             f"{type(layer).__name__} keeps state set by its backward pass; "
             f"Keras {keras.version()}'s LossScaleOptimizer divides it by "

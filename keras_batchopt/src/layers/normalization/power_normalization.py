@@ -194,9 +194,7 @@ class PowerNormalization(QuadraticMeanNormalization):
             gamma_constraint=gamma_constraint,
             **kwargs,
         )
-        self.alpha_forward = validation.check_beta(
-            "alpha_forward", alpha_forward
-        )
+        self.alpha_forward = alpha_forward
         self.alpha_backward = validation.check_beta(
             "alpha_backward", alpha_backward
         )

@@ -3,6 +3,7 @@ mean without centering, a running one for inference, a step counter."""
 
 from keras import ops
 
+from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 
 
@@ -44,11 +45,13 @@ class QuadraticMeanNormalization(ChannelNormalization):
         )
 
     def _affine(self, dtype):
-        scale = ops.rsqrt(ops.cast(self.moving_variance, dtype) + self.epsilon)
-        if self.gamma is not None:
-            scale = scale * ops.cast(self.gamma, dtype)
-        shift = None if self.beta is None else ops.cast(self.beta, dtype)
-        return scale, shift
+        return statistics.scale_and_offset(
+            None,
+            ops.cast(self.moving_variance, dtype),
+            self.read(self.gamma, dtype),
+            self.read(self.beta, dtype),
+            self.epsilon,
+        )
 
     def inference(self, rows):
         """`rows` normalized by the running quadratic mean."""

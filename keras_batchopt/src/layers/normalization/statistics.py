@@ -51,10 +51,13 @@ def moving_average(variable, value, momentum):
 
 def scale_and_offset(mean, variance, gamma, beta, epsilon):
     """``a, b`` with ``(x - mean) / sqrt(variance + eps) * gamma + beta``
-    equal to ``x * a + b``: one pass over ``x`` to normalize it."""
+    equal to ``x * a + b``: one pass over ``x`` to normalize it. A `mean`
+    of None is no centering; ``b`` is then `beta`, None without one."""
     scale = ops.rsqrt(variance + epsilon)
     if gamma is not None:
         scale = scale * gamma
+    if mean is None:
+        return scale, beta
     offset = -mean * scale
     if beta is not None:
         offset = offset + beta
