@@ -152,10 +152,10 @@ class PowerNormalization(QuadraticMeanNormalization):
         the official code under fp16 loss scaling, `Gamma` accumulates
         loss-scaled gradients under `mixed_float16`. Call the layer once
         per training step.
-        Keras >= 3.10 keeps this state out of loss-scale unscaling and
-        out of `use_ema`; with `use_ema` on TensorFlow, Keras 3.15's own
-        optimizers fail on it at the end of `fit`, keras_batchopt's do
-        not.
+        Keras >= 3.10 keeps this state out of loss-scale unscaling and out of
+        `use_ema`; keras_batchopt's optimizers keep it out of `use_ema` on every
+        Keras (with `use_ema` on TensorFlow, Keras 3.15's own optimizers fail on
+        it at the end of `fit`).
     """
 
     def __init__(

@@ -120,10 +120,10 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
         without gradients, so PyTorch's optimizers skip them; here weight
         decay and moment decay still reach them). A frozen layer
         (`trainable=False`) does not advance.
-        Keras >= 3.10 keeps this state out of loss-scale unscaling and
-        out of `use_ema`; with `use_ema` on TensorFlow, Keras 3.15's own
-        optimizers fail on it at the end of `fit`, keras_batchopt's do
-        not.
+        Keras >= 3.10 keeps this state out of loss-scale unscaling and out of
+        `use_ema`; keras_batchopt's optimizers keep it out of `use_ema` on
+        every Keras (with `use_ema` on TensorFlow, Keras 3.15's own optimizers
+        fail on it at the end of `fit`).
     """
 
     def __init__(

@@ -179,10 +179,10 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         trainable weights, and any Keras optimizer's `apply` assigns them
         (never a descent step); with `gradient_accumulation_steps` Keras
         merges the micro-batches' values by an element-wise maximum. Call
-        the layer once per training step. Keras >= 3.10 keeps this state
-        out of loss-scale unscaling and out of `use_ema`; with `use_ema` on
-        TensorFlow, Keras 3.15's own optimizers fail on it at the end of
-        `fit`, keras_batchopt's do not.
+        the layer once per training step. Keras >= 3.10 keeps this state out of
+        loss-scale unscaling and out of `use_ema`; keras_batchopt's optimizers
+        keep it out of `use_ema` on every Keras (with `use_ema` on TensorFlow,
+        Keras 3.15's own optimizers fail on it at the end of `fit`).
     """
 
     def __init__(
