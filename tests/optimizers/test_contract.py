@@ -151,6 +151,21 @@ def test_config_round_trip_and_registration(case):
 
 
 @cases
+def test_default_name_is_numbered_like_keras(case):
+    # Keras 3 optimizers default to `name=None` and number their instances
+    # ("adam", "adam_1"), so two optimizers in one process never share
+    # variable paths; an explicit name, as in an older saved config, stays.
+    first, second = case.make(), case.make()
+    base = keras.src.utils.naming.to_snake_case(case.cls.__name__)
+    assert first.name.startswith(base)
+    assert second.name.startswith(base)
+    assert first.name != second.name
+    config = case.make().get_config()
+    config["name"] = "adan"
+    assert case.cls.from_config(config).name == "adan"
+
+
+@cases
 def test_save_mid_training_then_resume_gives_same_next_steps(case, tmp_path):
     x, y = batches()
 

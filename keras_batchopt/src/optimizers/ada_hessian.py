@@ -170,7 +170,7 @@ class AdaHessian(BatchOptimizer):
         hessian_averaging="spatial",
         hessian_update_interval=1,
         seed=None,
-        name="adahessian",
+        name=None,
         **kwargs,
     ):
         super().__init__(

@@ -127,7 +127,7 @@ class AdaGradNorm(BatchOptimizer):
         initial_accumulator_value=0.01,
         accumulator="global",
         weight_decay=0.0,
-        name="adagrad_norm",
+        name=None,
         **kwargs,
     ):
         super().__init__(

@@ -134,7 +134,7 @@ class Adan(BatchOptimizer):
         no_prox=False,
         max_grad_norm=0.0,
         restart_every=None,
-        name="adan",
+        name=None,
         **kwargs,
     ):
         super().__init__(

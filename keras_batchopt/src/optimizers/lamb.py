@@ -127,7 +127,7 @@ class Lamb(BatchOptimizer):
         exclude_from_layer_adaptation=None,
         max_trust_ratio=None,
         bias_correction=True,
-        name="lamb",
+        name=None,
         **kwargs,
     ):
         super().__init__(

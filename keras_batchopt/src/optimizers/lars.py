@@ -149,7 +149,7 @@ class Lars(BatchOptimizer):
         trust_mode="norm_of_sum",
         exclude_from_layer_adaptation=None,
         larc=False,
-        name="lars",
+        name=None,
         **kwargs,
     ):
         super().__init__(

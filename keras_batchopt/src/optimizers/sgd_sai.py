@@ -139,7 +139,7 @@ class SGDSaI(BatchOptimizer):
         momentum=0.9,
         epsilon=1e-8,
         weight_decay=0.01,
-        name="sgd_sai",
+        name=None,
         **kwargs,
     ):
         super().__init__(

@@ -235,7 +235,7 @@ class SinkGD(BatchOptimizer):
         adam_lr_ratio=1.0,
         exclude_layers=None,
         exclude_embeddings=True,
-        name="sink_gd",
+        name=None,
         **kwargs,
     ):
         super().__init__(
