@@ -6,8 +6,10 @@ schedules, loss scaling, save/load), so it holds for any algorithm.
 """
 
 import contextlib
+import gc
 import inspect
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -495,3 +497,26 @@ if BACKEND in ("tensorflow", "jax"):
     test_jit_compile_fit_matches_eager = _jit_compile_fit_matches_eager
 if BACKEND in ("jax", "torch"):
     test_stateless_apply_equals_apply = _stateless_apply_equals_apply
+
+
+def _fit_and_forget(case):
+    """Trains a small model with `case`'s optimizer; returns weak refs."""
+    x, y = batches(n=2)
+    model = wire(small_model(), case)
+    optimizer = case.make()
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x.reshape(-1, 4), y.reshape(-1), batch_size=16, verbose=0)
+    return weakref.ref(model), weakref.ref(optimizer)
+
+
+@cases
+def test_trained_optimizer_and_model_are_freed(case):
+    # No module-level cache may keep an optimizer, its model or their
+    # compiled functions alive (TensorFlow's compiled update once did).
+    model_ref, optimizer_ref = _fit_and_forget(case)
+    gc.collect()
+    assert optimizer_ref() is None, "the optimizer outlives its last user"
+    assert model_ref() is None, "the model outlives its last user"

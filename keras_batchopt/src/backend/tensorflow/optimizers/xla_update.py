@@ -34,12 +34,17 @@ def can_use(optimizer, grads, variables):
 def _compiled_update(optimizer):
     function = _COMPILED.get(optimizer)
     if function is None:
+        # The function reaches its optimizer through a weak reference: a
+        # value of a WeakKeyDictionary that holds its key strongly keeps
+        # the key, the optimizer, its model and the function alive forever.
+        optimizer_ref = weakref.ref(optimizer)
 
         @tf.function(jit_compile=True, autograph=False)
         def function(grads, tf_variables, learning_rate):
-            grads = optimizer._transform_gradients(grads, tf_variables)
+            owner = optimizer_ref()
+            grads = owner._transform_gradients(grads, tf_variables)
             for grad, variable in zip(grads, tf_variables):
-                optimizer.update_step(grad, variable, learning_rate)
+                owner.update_step(grad, variable, learning_rate)
 
         _COMPILED[optimizer] = function
     return function
