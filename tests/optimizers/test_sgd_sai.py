@@ -21,7 +21,8 @@ from tests.optimizers.oracle_harness import run_numpy
 from tests.references.sgd_sai_numpy import VARIANTS
 from tests.references.sgd_sai_numpy import SGDSaINumpy
 
-# w3 has one element: its std is taken as 0, so its gSNR is |g| / epsilon.
+# w3 has one element: its std is taken as 0, so its gSNR is |g| / epsilon
+# with `official=True`, and 1 by default.
 SHAPES = [(7,), (5, 3), (2, 3, 3, 2), (1,)]
 STEPS = 40
 RANK_ONE = ["w0", "w3"]
@@ -76,6 +77,12 @@ CONFIGS = {
         [],
         dict(epsilon=0.5, weight_decay=0.5),
     ),
+    # keras_batchopt's default for one-element and zero-std gradients.
+    "degenerate_gsnr_is_one": (
+        dict(learning_rate=LR, official=False),
+        [],
+        dict(weight_decay=0.01, official=False),
+    ),
 }
 
 
@@ -83,7 +90,7 @@ def make(config, learning_rate=None):
     kwargs, excluded, reference_kwargs = config
     if learning_rate is not None:
         kwargs = dict(kwargs, learning_rate=learning_rate)
-    optimizer = SGDSaI(**kwargs)
+    optimizer = SGDSaI(**{"official": True, **kwargs})
     if excluded:
         optimizer.exclude_from_weight_decay(var_names=excluded)
     return optimizer, SGDSaINumpy(initial_params(), **reference_kwargs)
@@ -165,7 +172,7 @@ def test_matches_official_sgd_sai(name, scheduled):
         grads_seq,
         lr_fn=lr_fn,
     )
-    optimizer = SGDSaI(LR, **ours_kwargs)
+    optimizer = SGDSaI(LR, official=True, **ours_kwargs)
     if excluded:
         optimizer.exclude_from_weight_decay(var_names=excluded)
     assert_trajectories_close(run_ours(optimizer, grads_seq, lr_fn), oracle)
@@ -188,7 +195,7 @@ def test_official_code_agrees_with_the_numpy_reference():
 
 def test_gsnr_is_frozen_from_the_first_gradient():
     grads_seq = gradient_sequence(steps=5)
-    optimizer = SGDSaI(LR)
+    optimizer = SGDSaI(LR, official=True)
     harness.run_keras(optimizer, grads_seq, initial_params())
     expected = []
     for g in grads_seq[0]:
@@ -211,7 +218,7 @@ def test_late_first_gradient_takes_its_gsnr_then():
     late = [list(grads) for grads in grads_seq]
     for step in range(3):
         late[step][1] = None
-    optimizer = SGDSaI(LR, weight_decay=0.5)
+    optimizer = SGDSaI(LR, weight_decay=0.5, official=True)
     variables = [
         keras.Variable(p, name=f"w{i}") for i, p in enumerate(initial_params())
     ]
@@ -249,7 +256,7 @@ def test_late_first_gradient_takes_its_gsnr_then():
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "correct"])
 def test_oracle_detects_each_perturbation(variant):
     """Each plausible porting mistake moves the result far outside RTOL."""
-    kwargs = dict(weight_decay=0.5)
+    kwargs = dict(weight_decay=0.5, official=True)
     lr_fn = lambda step: LR * 0.95**step  # noqa: E731
     grads_seq = gradient_sequence()
     ours = run_ours(SGDSaI(LR, **kwargs), grads_seq, lr_fn)
@@ -287,6 +294,31 @@ def test_gsnr_is_float32_for_low_precision_variables(dtype):
     assert np.all(np.isfinite(to_numpy(variable).astype("float64")))
 
 
+@pytest.mark.parametrize("official", [False, True])
+def test_regression_head_with_one_output(official):
+    """A `Dense(1)` bias has one-element gradients: the default trains it
+    (gSNR 1); the official rule (`||g|| / epsilon`) diverges at once."""
+    rng = np.random.RandomState(0)
+    x = rng.randn(256, 8).astype("float32")
+    y = (x @ rng.randn(8, 1) + 3.0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=SGDSaI(official=official), loss="mse")
+    losses = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    losses = losses.history["loss"]
+    if official:
+        assert not np.all(np.isfinite(losses)) or losses[-1] > 1e6
+    else:
+        assert np.all(np.isfinite(losses))
+        assert losses[-1] < 0.5 * losses[0]
+
+
 BAD_ARGUMENTS = [
     (dict(learning_rate=-1.0), "learning_rate", "-1.0"),
     (dict(momentum=1.0), "momentum", "[0, 1)"),
@@ -294,6 +326,7 @@ BAD_ARGUMENTS = [
     (dict(epsilon=0.0), "epsilon", "> 0"),
     (dict(epsilon=-1e-8), "epsilon", "> 0"),
     (dict(weight_decay=-1e-4), "weight_decay", ">= 0"),
+    (dict(official="yes"), "official", "yes"),
 ]
 
 

@@ -1,7 +1,8 @@
 """NumPy reference for SGD-SaI, written from the official algorithm.
 
-Source: the official `sgd-sai` 1.0.3 (`SGD_sai`), as transcribed in
-shared/reference/algorithms.md section A5: at a variable's first gradient,
+Source: the official code, https://github.com/AnonymousAlethiometer/SGD_SaI
+(`sgd_sai/sgd_sai.py`, released on PyPI as `sgd-sai` 1.0.3, class
+`SGD_sai`): at a variable's first gradient,
 `gsnr = ||g|| / (std(g) + eps)` with the unbiased std (taken as 0 for a
 one-element tensor) and frozen; the buffer starts at that gradient, then
 `buf = m * buf + (1 - m) * g`; `w = w * (1 - lr * wd) - lr * gsnr * buf`.
@@ -9,6 +10,9 @@ one-element tensor) and frozen; the buffer starts at that gradient, then
 decay, no state), and its first real gradient sets its gSNR. Float64
 throughout. The `variant` switches exist only to prove the tests
 sensitive: each is a mistake a port can make, or another library's choice.
+
+`official=False` is keras_batchopt's default, not the official code: a
+variable whose first gradient has one element or a zero std gets gSNR 1.
 """
 
 import numpy as np
@@ -39,6 +43,7 @@ class SGDSaINumpy:
         weight_decay=0.0,
         decay_mask=None,
         variant=CORRECT,
+        official=True,
     ):
         if variant not in VARIANTS:
             raise ValueError(variant)
@@ -48,6 +53,7 @@ class SGDSaINumpy:
         self.momentum, self.eps, self.wd = momentum, epsilon, weight_decay
         self.decay_mask = list(decay_mask or [True] * len(self.params))
         self.variant = variant
+        self.official = official
 
     def _gsnr(self, g):
         norm = np.sqrt(np.sum(g * g))
@@ -58,6 +64,8 @@ class SGDSaINumpy:
         else:
             ddof = 0 if self.variant == "biased_std" else 1
             std = np.std(g, ddof=ddof)
+        if not self.official and std == 0.0:
+            return 1.0
         return norm / (std + self.eps)
 
     def step(self, grads, lr):

@@ -13,21 +13,26 @@ from keras_batchopt.src.optimizers.slots import scalar_slot_name
 UNSET = -1.0
 
 
-def gradient_snr(gradient, epsilon, size):
+def gradient_snr(gradient, epsilon, size, official=True):
     """`||g|| / (std(g) + epsilon)` in float32, with the unbiased std.
 
     `size` is the number of entries (static: the variable's).
 
-    A tensor of one element (or none) has no unbiased std (PyTorch returns
-    NaN, which the official code replaces with 0): its std is taken as 0.
+    A tensor of one element (or none) has no unbiased std. With `official`,
+    its std is taken as 0, as the official code does (PyTorch's NaN
+    replaced by 0), which gives `||g|| / epsilon`. Without it, a tensor
+    whose std is undefined or exactly 0 gets a gSNR of 1 (no scaling).
     """
     g = ops.cast(gradient, "float32")
     norm = ops.sqrt(ops.sum(ops.square(g)))
     if size <= 1:
-        return norm / epsilon
+        return norm / epsilon if official else ops.ones_like(norm)
     centered = g - ops.mean(g)
     std = ops.sqrt(ops.sum(ops.square(centered)) / (size - 1))
-    return norm / (std + epsilon)
+    ratio = norm / (std + epsilon)
+    if official:
+        return ratio
+    return ops.where(ops.greater(std, 0.0), ratio, ops.ones_like(ratio))
 
 
 @keras_batchopt_export("keras_batchopt.optimizers.SGDSaI")
@@ -68,6 +73,13 @@ class SGDSaI(BatchOptimizer):
             learning rate only, not by the gSNR. Defaults to `0.01`
             (official code). Exclude variables with
             `exclude_from_weight_decay()`.
+        official: a bool. Defaults to `False`: a variable whose first
+            gradient has an undefined (one element) or zero standard
+            deviation gets a gSNR of 1, so a `Dense(1)` bias trains as
+            plain SGD with momentum. `True` reproduces the official code
+            exactly: such a variable gets `||g|| / epsilon` (1e8 times the
+            gradient's norm by default), which makes common models (a
+            regression head with one output) diverge to NaN at once.
         **kwargs: the base optimizer arguments (`name`, `clipnorm`,
             `clipvalue`, `global_clipnorm`, `use_ema`, `ema_momentum`,
             `ema_overwrite_frequency`, `loss_scale_factor`,
@@ -102,12 +114,17 @@ class SGDSaI(BatchOptimizer):
           comes later (`None` before, which Keras skips with a warning)
           takes its gSNR, and starts its buffer, at that later step; the
           official code fails there (`KeyError`).
-        - **One-element variables** (scalars, a bias of one unit) have no
-          unbiased standard deviation; as in the official code (NaN
-          replaced by 0) it is taken as 0, so their gSNR is
-          `|g| / epsilon`, a very large scale (1e8 times `|g|` by default).
-          Exclude such variables from training or give them a larger
-          `epsilon` if that is not wanted.
+        - **One-element and constant gradients** (scalars, a bias of one
+          unit, a first gradient whose entries are all equal, or all zero)
+          have no usable standard deviation. The official code takes it as
+          0 (its NaN replaced by 0), so their gSNR is `||g|| / epsilon`:
+          a Dense(1) regression head's bias then moves by about 1e8 times
+          its gradient and the loss is NaN after the first steps, and a
+          variable whose first gradient is zero never moves again (gSNR
+          0). By default this class gives these variables a gSNR of 1
+          (the learning rate unscaled); `official=True` restores the
+          official numbers. Every other variable is identical in both
+          modes.
         - **momentum=0** works here (plain gSNR-scaled SGD, no buffer); the
           official code fails with it (its buffer is never defined).
         - **pytorch_optimizer's `SGDSaI`** differs: it starts the buffer at
@@ -139,6 +156,7 @@ class SGDSaI(BatchOptimizer):
         momentum=0.9,
         epsilon=1e-8,
         weight_decay=0.01,
+        official=False,
         name=None,
         **kwargs,
     ):
@@ -150,6 +168,7 @@ class SGDSaI(BatchOptimizer):
         )
         self.momentum = validation.check_beta("momentum", momentum)
         self.epsilon = validation.check_positive("epsilon", epsilon)
+        self.official = validation.check_bool("official", official)
 
     def build(self, var_list):
         if self.built:
@@ -185,12 +204,12 @@ class SGDSaI(BatchOptimizer):
             from keras_batchopt.src.backend.jax import eager
 
             # The same `cond`, compiled once per shape, not at each call.
-            gsnr = eager.jitted(_gsnr_or_current, static_argnums=(3, 4))(
-                first, gradient, current, self.epsilon, size
+            gsnr = eager.jitted(_gsnr_or_current, static_argnums=(3, 4, 5))(
+                first, gradient, current, self.epsilon, size, self.official
             )
         else:
             gsnr = _gsnr_or_current(
-                first, gradient, current, self.epsilon, size
+                first, gradient, current, self.epsilon, size, self.official
             )
         self.assign(slot, gsnr)
         if self.momentum:
@@ -212,15 +231,21 @@ class SGDSaI(BatchOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum, "epsilon": self.epsilon})
+        config.update(
+            {
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "official": self.official,
+            }
+        )
         return config
 
 
-def _gsnr_or_current(first, gradient, current, epsilon, size):
+def _gsnr_or_current(first, gradient, current, epsilon, size, official):
     """The gradient's gSNR where `first`, else `current` (a `cond`)."""
     return ops.cond(
         first,
-        lambda: gradient_snr(gradient, epsilon, size),
+        lambda: gradient_snr(gradient, epsilon, size, official),
         lambda: current,
     )
 

@@ -77,7 +77,9 @@ def update_step(optimizer, grads, variables, learning_rate):
     for variable, g, slot, first in zip(variables, grads, slots, unset):
         if first:
             size = math.prod(variable.shape)
-            slot.copy_(gradient_snr(g, optimizer.epsilon, size))
+            slot.copy_(
+                gradient_snr(g, optimizer.epsilon, size, optimizer.official)
+            )
     if optimizer.momentum:
         # A first gradient starts the buffer (the kernels' `where`).
         for variable, g, first in zip(variables, grads, unset):
