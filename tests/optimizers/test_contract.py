@@ -520,3 +520,58 @@ def test_trained_optimizer_and_model_are_freed(case):
     gc.collect()
     assert optimizer_ref() is None, "the optimizer outlives its last user"
     assert model_ref() is None, "the model outlives its last user"
+
+
+def _loss_scaled_states(case, grads_seq):
+    """Runs `grads_seq` (scaled by 2**10) through a LossScaleOptimizer
+    around `case`; returns, after each step, the model variables and every
+    variable of the inner optimizer, as NumPy arrays."""
+    scale = 2.0**10
+    wrapped = keras.optimizers.LossScaleOptimizer(
+        case.make(), initial_scale=scale, dynamic_growth_steps=10_000
+    )
+    variables = make_variables()
+    scaled_seq = [[g * scale for g in grads] for grads in grads_seq]
+    wrapped.build(variables)
+    inner = [id(v) for v in wrapped.inner_optimizer.variables]
+    keep = [i for i, v in enumerate(wrapped.variables) if id(v) in inner]
+    states = []
+    if BACKEND == "jax":
+        import jax
+
+        @jax.jit
+        def step(opt_values, grads, trainable):
+            with hessian_scope(wrapped, variables):
+                return wrapped.stateless_apply(opt_values, grads, trainable)
+
+        trainable = [v.value for v in variables]
+        opt_values = [v.value for v in wrapped.variables]
+        for grads in scaled_seq:
+            trainable, opt_values = step(opt_values, grads, trainable)
+            states.append(
+                [to_numpy(t) for t in trainable]
+                + [to_numpy(opt_values[i]) for i in keep]
+            )
+        return states
+    for grads in scaled_seq:
+        with hessian_scope(wrapped, variables):
+            wrapped.apply([keras.ops.convert_to_tensor(g) for g in grads])
+        states.append(
+            [to_numpy(v) for v in variables]
+            + [to_numpy(wrapped.variables[i]) for i in keep]
+        )
+    return states
+
+
+@cases
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_step_is_skipped_and_state_kept(case, bad):
+    # A step whose gradients overflow under loss scaling is skipped by
+    # Keras's LossScaleOptimizer: every state tensor (Adan's previous
+    # gradient, SGD-SaI's gSNR, AdaHessian's Hessian average, the
+    # accumulators) and every variable must stay bit-identical.
+    poisoned = gradients(steps=4)
+    poisoned[3][0].flat[0] = bad
+    states = _loss_scaled_states(case, poisoned)
+    for before, after in zip(states[2], states[3]):
+        np.testing.assert_array_equal(before, after)
