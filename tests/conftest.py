@@ -33,10 +33,10 @@ def _isolate():
     """
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("float32")
-    compile_flag = keras_batchopt.config.torch_compile_enabled()
+    compile_mode = keras_batchopt.config.torch_compile_mode()
     with keras_batchopt.config.fast_paths(True):
         yield
-    keras_batchopt.config.set_torch_compile(compile_flag)
+    keras_batchopt.config.set_torch_compile(compile_mode)
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session()
     gc.freeze()

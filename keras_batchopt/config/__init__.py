@@ -8,3 +8,4 @@ from keras_batchopt.src.config import set_torch_compile as set_torch_compile
 from keras_batchopt.src.config import (
     torch_compile_enabled as torch_compile_enabled,
 )
+from keras_batchopt.src.config import torch_compile_mode as torch_compile_mode

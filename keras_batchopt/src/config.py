@@ -27,12 +27,6 @@ def _env_flag(name, default):
     )
 
 
-_state = {
-    "fast_paths": _env_flag("KERAS_BATCHOPT_FAST_PATHS", True),
-    "torch_compile": _env_flag("KERAS_BATCHOPT_TORCH_COMPILE", True),
-}
-
-
 def fast_paths_enabled():
     """Returns whether backend fast paths are used where they apply."""
     return _state["fast_paths"]
@@ -70,21 +64,77 @@ def fast_paths(enabled):
         _state["fast_paths"] = previous
 
 
-def torch_compile_enabled():
-    """Returns whether torch fast paths compile their kernel.
+def torch_compile_mode():
+    """Returns when torch fast paths compile their kernel: a string.
 
-    When on (the default), the torch fast path runs one fused kernel per
-    variable, compiled by ``torch.compile`` on its first use (tens of seconds
-    on a cold cache, a few seconds once the cache is warm). When off, or when
-    compilation is not possible on this machine, the same kernel runs
-    eagerly as in-place torch operations.
+    - ``"auto"`` (the default): each optimizer runs the eager kernel (the
+      same in-place torch operations, no compile pause) until its eager
+      updates have taken ``TORCH_COMPILE_AFTER_SECONDS`` in total, about
+      what compiling the kernel costs on a cold cache, then the kernel
+      compiled by ``torch.compile``. A small model or a short run never
+      pays for a compilation it would not earn back; a long run on a large
+      model pays at most about twice what it would with the best choice
+      made in advance (the rent-or-buy rule).
+    - ``"always"``: the compiled kernel from the first step.
+    - ``"never"``: the eager kernel only.
+
+    Where compilation is not possible on this machine (no C++ compiler,
+    no Triton), the eager kernel runs in every mode.
     """
     return _state["torch_compile"]
 
 
-def set_torch_compile(enabled):
-    """Turns compilation of torch fast-path kernels on or off.
+def torch_compile_enabled():
+    """Returns whether torch fast paths may compile their kernel (the mode
+    is not ``"never"``; see `torch_compile_mode`)."""
+    return _state["torch_compile"] != "never"
 
-    Also settable before import with ``KERAS_BATCHOPT_TORCH_COMPILE=0``.
+
+def set_torch_compile(mode):
+    """Sets when torch fast paths compile their kernel.
+
+    Args:
+        mode: ``"auto"`` (the default, see `torch_compile_mode`),
+            ``True`` or ``"always"``, ``False`` or ``"never"``.
+
+    Also settable before import with ``KERAS_BATCHOPT_TORCH_COMPILE`` set
+    to ``auto``, ``1`` or ``0``.
+
+    Example:
+
+    >>> import keras_batchopt
+    >>> keras_batchopt.config.set_torch_compile(False)
+    >>> keras_batchopt.config.torch_compile_mode()
+    'never'
+    >>> keras_batchopt.config.set_torch_compile("auto")
     """
-    _state["torch_compile"] = bool(enabled)
+    _state["torch_compile"] = _compile_mode(mode, "mode")
+
+
+def _compile_mode(value, name):
+    if value is True or value == "always":
+        return "always"
+    if value is False or value == "never":
+        return "never"
+    if value == "auto":
+        return "auto"
+    raise ValueError(
+        f"`{name}` must be True, False, 'always', 'never' or 'auto'. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def _env_compile_mode(name):
+    value = os.environ.get(name, "auto").strip().lower()
+    if value == "auto":
+        return "auto"
+    return _compile_mode(_env_flag(name, True), name)
+
+
+# Eager update time after which the "auto" mode compiles (seconds).
+TORCH_COMPILE_AFTER_SECONDS = 10.0
+
+_state = {
+    "fast_paths": _env_flag("KERAS_BATCHOPT_FAST_PATHS", True),
+    "torch_compile": _env_compile_mode("KERAS_BATCHOPT_TORCH_COMPILE"),
+}

@@ -1,9 +1,13 @@
 """Helpers shared by the torch fast paths."""
 
+import functools
+import time
 import warnings
 
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+from keras_batchopt.src import config
 
 # Left to itself, Inductor decides once per graph whether a CPU loop runs on
 # several threads, from the size of the first tensor it compiles for, and
@@ -57,6 +61,42 @@ class CompiledKernel:
                 stacklevel=2,
             )
             return self._fn(*args)
+
+
+def compile_now(optimizer):
+    """Whether `optimizer`'s next fast-path update runs compiled kernels.
+
+    `config.torch_compile_mode()` decides: "always", "never", or "auto":
+    compiled once the optimizer's eager updates have taken
+    `config.TORCH_COMPILE_AFTER_SECONDS` in total (see `eager_timed`).
+    """
+    mode = config.torch_compile_mode()
+    if mode != "auto":
+        return mode == "always"
+    spent = getattr(optimizer, "_torch_eager_update_seconds", 0.0)
+    return spent >= config.TORCH_COMPILE_AFTER_SECONDS
+
+
+def eager_timed(update_step):
+    """Decorates a fast path's `update_step(optimizer, ...)`: the wall time
+    of each update that runs eagerly is added to the optimizer's total,
+    which `compile_now` reads. On CUDA this is the host time of the step
+    (kernel launches are asynchronous), which is what compiling saves on
+    small, launch-bound steps."""
+
+    @functools.wraps(update_step)
+    def timed_update_step(optimizer, *args, **kwargs):
+        if compile_now(optimizer):
+            return update_step(optimizer, *args, **kwargs)
+        start = time.perf_counter()
+        result = update_step(optimizer, *args, **kwargs)
+        spent = getattr(optimizer, "_torch_eager_update_seconds", 0.0)
+        optimizer._torch_eager_update_seconds = (
+            spent + time.perf_counter() - start
+        )
+        return result
+
+    return timed_update_step
 
 
 # Variables with at most this many elements are updated together, by

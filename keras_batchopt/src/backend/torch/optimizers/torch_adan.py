@@ -11,7 +11,6 @@ shape shares it) and runs eagerly when compilation is off or unavailable.
 
 import torch
 
-from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
 
@@ -61,6 +60,7 @@ _kernel = compile_utils.CompiledKernel(_adan_kernel, "Adan")
 can_use = compile_utils.can_use
 
 
+@compile_utils.eager_timed
 @torch.no_grad()
 def update_step(optimizer, grads, variables, learning_rate):
     values = [v.value for v in variables]
@@ -95,7 +95,7 @@ def update_step(optimizer, grads, variables, learning_rate):
             c["decay"],
         )
     index = optimizer._get_variable_index
-    kernel = _kernel.get(config.torch_compile_enabled())
+    kernel = _kernel.get(compile_utils.compile_now(optimizer))
     for variable, p, g in zip(variables, values, grads):
         clip_, step, constants, shrink, grow, decay = scalars[p.dtype]
         if optimizer._decays(variable):

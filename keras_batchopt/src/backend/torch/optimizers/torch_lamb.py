@@ -15,7 +15,6 @@ import math
 
 import torch
 
-from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
 from keras_batchopt.src.ops.trust_ratio import trust_ratio
@@ -97,6 +96,7 @@ def _grouped_update(optimizer, group, c, max_ratio):
 can_use = compile_utils.can_use
 
 
+@compile_utils.eager_timed
 @torch.no_grad()
 def update_step(optimizer, grads, variables, learning_rate):
     values = [v.value for v in variables]
@@ -132,7 +132,7 @@ def update_step(optimizer, grads, variables, learning_rate):
         _grouped_update(optimizer, group, coefficients[dtype], max_ratio)
     adapt_flags = torch.tensor([False, True], device=device).unbind()
     index = optimizer._get_variable_index
-    kernel = _kernel.get(config.torch_compile_enabled())
+    kernel = _kernel.get(compile_utils.compile_now(optimizer))
     for variable, p, g in large:
         constants, step, decay, no_decay = scalars[p.dtype]
         i = index(variable)

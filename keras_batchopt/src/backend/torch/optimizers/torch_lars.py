@@ -16,7 +16,6 @@ import functools
 import torch
 from keras import ops
 
-from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
 from keras_batchopt.src.ops.trust_ratio import larc_clip
@@ -119,6 +118,7 @@ def _grouped_update(optimizer, group, lr):
 can_use = compile_utils.can_use
 
 
+@compile_utils.eager_timed
 @torch.no_grad()
 def update_step(optimizer, grads, variables, learning_rate):
     values = [v.value for v in variables]
@@ -144,7 +144,7 @@ def update_step(optimizer, grads, variables, learning_rate):
         per_dtype[dtype] = (lr, momentum)
     with_momentum = bool(optimizer.momentum)
     kernel = _kernel(optimizer.trust_mode == "sum_of_norms", with_momentum).get(
-        config.torch_compile_enabled()
+        compile_utils.compile_now(optimizer)
     )
     groups, large = compile_utils.split_by_size(variables, values, grads)
     for dtype, group in groups.items():

@@ -16,7 +16,6 @@ import math
 import torch
 from keras import ops
 
-from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
 from keras_batchopt.src.optimizers.sgd_sai import gradient_snr
@@ -68,6 +67,7 @@ def _grouped_update(optimizer, group, lr, decay, first=False):
     torch._foreach_sub_(ps, steps)
 
 
+@compile_utils.eager_timed
 @torch.no_grad()
 def update_step(optimizer, grads, variables, learning_rate):
     index = optimizer._get_variable_index
@@ -86,7 +86,7 @@ def update_step(optimizer, grads, variables, learning_rate):
             if first:
                 optimizer._momentums[index(variable)].value.copy_(g)
     kernel = _kernel(bool(optimizer.momentum)).get(
-        config.torch_compile_enabled()
+        compile_utils.compile_now(optimizer)
     )
     per_dtype = {}
 
