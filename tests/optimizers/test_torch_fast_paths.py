@@ -184,3 +184,46 @@ def test_one_compiled_graph_serves_all_shapes_and_options(case, monkeypatch):
         for _ in range(3):
             optimizer.apply([keras.ops.ones(s) for s in shapes], variables)
     assert 1 <= counters["stats"]["unique_graphs"] <= 2
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=str)
+def test_auto_compiles_only_after_the_eager_time_budget(case, monkeypatch):
+    """ "auto" runs the eager kernel (no compile pause) until the
+    optimizer's eager updates have taken the budget, then compiled."""
+    uses = []
+    real_get = compile_utils.CompiledKernel.get
+
+    def recording_get(kernel, use_compile):
+        uses.append(use_compile)
+        return real_get(kernel, use_compile)
+
+    monkeypatch.setattr(compile_utils.CompiledKernel, "get", recording_get)
+    keras_batchopt.config.set_torch_compile("auto")
+    variables = [keras.Variable(np.ones((64, 8), "float32"))]
+    optimizer = case.make()
+    for _ in range(3):
+        optimizer.apply([keras.ops.ones((64, 8))], variables)
+    assert uses and not any(uses)
+    spent = optimizer._torch_eager_update_seconds
+    assert spent > 0
+    monkeypatch.setattr(
+        keras_batchopt.src.config, "TORCH_COMPILE_AFTER_SECONDS", spent
+    )
+    uses.clear()
+    optimizer.apply([keras.ops.ones((64, 8))], variables)
+    assert uses and all(uses)
+    assert optimizer._torch_eager_update_seconds == spent
+
+
+def test_compile_mode_switch_and_its_errors():
+    config = keras_batchopt.config
+    for mode, expected in (
+        (True, "always"),
+        (False, "never"),
+        ("auto", "auto"),
+    ):
+        config.set_torch_compile(mode)
+        assert config.torch_compile_mode() == expected
+        assert config.torch_compile_enabled() == (expected != "never")
+    with pytest.raises(ValueError, match="`mode` must be .* Received: mode=2"):
+        config.set_torch_compile(2)
