@@ -44,9 +44,9 @@ REPO_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import optimizer_memory  # noqa: E402
-import optimizer_step as base  # noqa: E402
-from optimizer_step_new import nice_kwargs  # noqa: E402
-from optimizer_step_new import write_keeping_notes  # noqa: E402
+from harness import machine as base  # noqa: E402
+from harness import render as md  # noqa: E402
+from harness.process import nice_kwargs  # noqa: E402
 
 THREADS = 2
 BATCH = 128
@@ -281,7 +281,7 @@ def run_suite(args):
                         print(proc.stderr[-3000:], file=sys.stderr)
 
 
-def render(rows):
+def render(rows, keep_from=None):
     import numpy as np
 
     agg = {}
@@ -293,9 +293,9 @@ def render(rows):
     lines = [
         "# AdaHessian training step vs Adam's on CPU",
         "",
-        *optimizer_memory.machine_lines(
-            sorted({r["commit"] for r in rows if "commit" in r})
-        ),
+        *md.recorded_lines(rows, keep_from),
+        "- keras_batchopt: this checkout at "
+        + ", ".join(sorted({r["commit"] for r in rows if "commit" in r})),
         f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
         f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
         f"(backend, model), each timing its 3 optimizers round-robin, "
@@ -363,7 +363,7 @@ def render(rows):
 
 
 def write_markdown(rows, path):
-    return write_keeping_notes(render(rows), path)
+    return md.write(md.with_notes(render(rows, path), path), path)
 
 
 def main(argv=None):

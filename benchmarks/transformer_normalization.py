@@ -32,9 +32,14 @@ import subprocess
 import sys
 import time
 
-from optimizer_step_new import write_keeping_notes
+from harness import render as md
 from schedules_and_batch_tests import machine
 from schedules_and_batch_tests import versions
+
+
+def write_keeping_notes(text, path):
+    return md.write(md.with_notes(text, path), path)
+
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
