@@ -101,8 +101,10 @@ def output_path(args):
 def main(args, backends, run, render_rows, plan):
     """Shared flow: render-only, dry run, device check, run, render.
 
-    `run(args, path)` writes rows to `path`; `render_rows(rows, md_path)`
-    returns the markdown; `plan(args)` returns the lines --dry-run prints.
+    `run(args, path)` writes rows to `path` and may return the number of
+    runs that failed (then the exit status is 1, after the table of the
+    rows that came back); `render_rows(rows, md_path)` returns the
+    markdown; `plan(args)` returns the lines --dry-run prints.
     """
     if args.render_only:
         md = render.markdown_path(args.render_only)
@@ -114,9 +116,9 @@ def main(args, backends, run, render_rows, plan):
         return 0
     device_lib.require(args.device, backends)
     path = output_path(args)
-    run(args, path)
+    failed = run(args, path)
     md = render.markdown_path(path)
     text = render_rows(render.load_rows(path), md)
     print(render.write(render.with_notes(text, md), md))
     print(f"rows: {path}\ntable: {md}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0

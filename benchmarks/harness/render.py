@@ -104,9 +104,37 @@ def checkout_line(rows):
             text += f" (sources sha1 {meta['package_sha']})"
         if text not in found:
             found.append(text)
-    return "- keras_batchopt: this checkout at " + (
-        ", ".join(sorted(found)) if found else "not recorded"
-    )
+    if not found:
+        return "- keras_batchopt: checkout not recorded"
+    return "- keras_batchopt: this checkout at " + ", ".join(sorted(found))
+
+
+def dates_line(rows):
+    """`- measured: ...` from the rows' dates and suite ids (if any)."""
+    dates, suites = [], []
+    for r in rows:
+        meta = r.get("meta", r)
+        for value, seen in (
+            (meta.get("date"), dates),
+            (r.get("suite"), suites),
+        ):
+            if value and value not in seen:
+                seen.append(value)
+    line = "- measured " + (", ".join(sorted(dates)) or "(date not recorded)")
+    if suites:
+        line += "; suite run id(s) " + ", ".join(sorted(suites))
+    return line
+
+
+def header_lines(title, rows, keep_from=None):
+    """`# title`, then the machine, versions, checkout and date lines."""
+    return [
+        f"# {title}",
+        "",
+        *recorded_lines(rows, keep_from),
+        checkout_line(rows),
+        dates_line(rows),
+    ]
 
 
 def _read(path):
