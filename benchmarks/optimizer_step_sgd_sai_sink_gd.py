@@ -105,6 +105,7 @@ def run_child(args):
     params, grads = common.data(args.quick)
     n_matrix = sum(p.size for p in params if p.ndim >= 2)
     n_vector = sum(p.size for p in params if p.ndim < 2)
+    n_tensors = len(params)
     configs = [c for c in CONFIGS if c[0] == backend]
     steps = {}
     for cfg in configs:
@@ -149,6 +150,7 @@ def run_child(args):
                 times_ms=[round(t, 4) for t in times],
                 n_matrix=n_matrix,
                 n_vector=n_vector,
+                n_tensors=n_tensors,
                 device=args.device,
             )
         )
@@ -248,6 +250,9 @@ def render(rows, keep_from=None):
     agg = aggregate(rows)
     n_matrix = rows[0].get("n_matrix", N_MATRIX)
     n_vector = rows[0].get("n_vector", N_VECTOR)
+    # Rows written before `n_tensors` was recorded are full-size runs.
+    n_tensors = rows[0].get("n_tensors", len(SHAPES))
+    tensor_set = "set" if n_tensors == len(SHAPES) else "--quick set"
 
     def floor_bytes(opt):
         return globals()["floor_bytes"](opt, n_matrix, n_vector)
@@ -278,9 +283,9 @@ def render(rows, keep_from=None):
         f"backend, interleaved; each process times every configuration of "
         f"its backend round-robin, {len(r0['times_ms'])} timed steps per "
         f"configuration and process after 5 warm-up steps",
-        f"- 50 float32 tensors, {N_PARAMS:,} parameters ({N_MATRIX:,} in "
-        f"rank >= 2 tensors, {N_VECTOR:,} in rank-1), the set of "
-        "optimizer_step.py; 2 threads",
+        f"- {n_tensors} float32 tensors, {n_matrix + n_vector:,} parameters "
+        f"({n_matrix:,} in rank >= 2 tensors, {n_vector:,} in rank-1), the "
+        f"{tensor_set} of optimizer_step.py; 2 threads",
         f"- SGD lr {SGD_LR}, momentum {MOMENTUM}, no decay; AdamW lr "
         f"{ADAMW_LR}, weight_decay {WEIGHT_DECAY}; SGDSaI (ours and "
         f"pytorch_optimizer) lr {SAI_LR}, momentum {MOMENTUM}, "
