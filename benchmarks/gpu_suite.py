@@ -1,17 +1,25 @@
-"""The optimizer-step suite on one CUDA GPU, within about 8 minutes.
+"""The optimizer-step and normalization suite on one CUDA GPU, in 8 minutes.
 
-Runs, one after the other, each with `--device cuda` (the floor is a
-device copy; the tables report its achieved HBM bandwidth) on the JAX and
-torch backends (the environment has tensorflow-cpu only):
+Runs, one after the other, each with `--device cuda` on the JAX and torch
+backends (the environment has tensorflow-cpu only; the scripts leave
+TensorFlow out on cuda):
 
-1. `optimizer_step.py`, every Adan, Lamb and Lars row, 1 repeat of 30
-   steps -> benchmarks/results/optimizer_step_gpu.md
-2. `optimizer_step_sgd_sai_sink_gd.py`, 1 repeat
+1. `optimizer_step_sgd_sai_sink_gd.py`, 1 repeat
    -> benchmarks/results/optimizer_step_sgd_sai_sink_gd_gpu.md
+2. `normalization_layers.py`, every layer, 1 process per backend
+   (torch calls end with `torch.cuda.synchronize()`)
+   -> benchmarks/results/normalization_layers_gpu.md
+3. `transformer_normalization.py`, every variant, 1 process per backend
+   -> benchmarks/results/transformer_normalization_gpu.md
+4. `optimizer_step.py`, every Adan, Lamb and Lars row, 1 repeat of 30
+   steps, no retries (the floor is a device copy; the table reports its
+   achieved HBM bandwidth) -> benchmarks/results/optimizer_step_gpu.md
 
-The normalization benchmarks (normalization_layers.py,
-transformer_normalization.py) are not on the harness's `--device` option
-yet and are left out.
+Each step may run for the budget left minus what the later steps reserve
+(the seconds in the plan), so a slow step cannot starve the others. A
+step stopped by its deadline (its whole process group) still gets a
+table: the suite re-renders the rows it wrote with `--render-only`, and
+exits with status 1.
 
 Usage (from the repository root):
 
@@ -22,8 +30,10 @@ Usage (from the repository root):
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,33 +43,56 @@ from harness import device as device_lib  # noqa: E402
 
 BUDGET_S = 480
 BACKENDS = ("jax", "torch")
-# (script, its options, seconds it may take on one GPU).
+# (script, its options, seconds reserved for it on one GPU); the last step
+# also gets whatever the earlier ones left.
 STEPS = [
+    ("optimizer_step_sgd_sai_sink_gd.py", ["--repeats", "1"], 90),
+    ("normalization_layers.py", [], 60),
+    ("transformer_normalization.py", [], 70),
     (
         "optimizer_step.py",
-        ["--repeats", "1", "--steps", "30", "--max-wait", "0"],
-        300,
+        ["--repeats", "1", "--steps", "30", "--retries", "0"],
+        260,
     ),
-    ("optimizer_step_sgd_sai_sink_gd.py", ["--repeats", "1"], 150),
 ]
+assert sum(reserve for _, _, reserve in STEPS) == BUDGET_S
 
 
 def commands(args):
+    """[(argv, output JSONL, reserved seconds)] of the suite's steps."""
+    out_dir = (
+        tempfile.mkdtemp(prefix="gpu_suite_quick_")
+        if args.quick
+        else os.path.join(HERE, "results")
+    )
+    suffix = "gpu" if args.device == "cuda" else args.device
     out = []
-    for script, options, limit in STEPS:
+    for script, options, reserve in STEPS:
         name = os.path.splitext(script)[0]
+        path = os.path.join(out_dir, f"{name}_{suffix}.jsonl")
         argv = [sys.executable, os.path.join(HERE, script)]
-        argv += ["--device", args.device] + options
-        if args.quick:
-            argv.append("--quick")
-        else:
-            suffix = "gpu" if args.device == "cuda" else args.device
-            path = os.path.join(HERE, "results", f"{name}_{suffix}.jsonl")
-            argv += ["--output", path]
-        # --backend all: jax and torch (tensorflow rows are left out on
-        # cuda by the scripts themselves).
-        out.append((argv + ["--backend", "all"], limit))
+        argv += ["--device", args.device, "--max-wait", "0", *options]
+        argv += ["--quick"] if args.quick else []
+        # --backend all: jax and torch on cuda (the scripts leave
+        # tensorflow out there).
+        out.append(
+            (argv + ["--output", path, "--backend", "all"], path, reserve)
+        )
     return out
+
+
+def _run(argv, timeout):
+    """Runs `argv` in its own process group; kills the group at `timeout`.
+
+    Returns the exit status, or None when the deadline stopped it.
+    """
+    proc = subprocess.Popen(argv, start_new_session=True)
+    try:
+        return proc.wait(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
 
 
 def main(argv=None):
@@ -71,20 +104,29 @@ def main(argv=None):
     plan = commands(args)
     if args.dry_run:
         print(f"GPU suite, device {args.device}, budget {BUDGET_S} s:")
-        for cmd, limit in plan:
-            print(f"  [{limit:4d} s] " + " ".join(cmd[1:]))
+        for cmd, _, reserve in plan:
+            print(f"  [{reserve:4d} s] " + " ".join(cmd[1:]))
         return 0
     device_lib.require(args.device, BACKENDS)
     t0 = time.perf_counter()
     failed = 0
-    for cmd, limit in plan:
-        left = BUDGET_S - (time.perf_counter() - t0)
+    for i, (cmd, path, _) in enumerate(plan):
+        later = sum(reserve for _, _, reserve in plan[i + 1 :])
+        deadline = BUDGET_S - (time.perf_counter() - t0) - later
         print("+ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
-        try:
-            rc = subprocess.run(cmd, timeout=max(left, 1)).returncode
-        except subprocess.TimeoutExpired:
-            print("suite budget spent", file=sys.stderr)
-            return 1
+        rc = _run(cmd, deadline)
+        if rc is None:
+            print(
+                f"deadline ({deadline:.0f} s) reached: stopped; the table "
+                "shows the rows written so far",
+                file=sys.stderr,
+                flush=True,
+            )
+            if os.path.exists(path):
+                subprocess.run(
+                    [cmd[0], cmd[1], "--render-only", path],
+                    stdout=subprocess.DEVNULL,
+                )
         failed += rc != 0
     print(f"GPU suite took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 1 if failed else 0
