@@ -1,8 +1,11 @@
-"""Smoke tests of the benchmark harness (benchmarks/harness/).
+"""Smoke tests of the benchmark harness (benchmarks/harness/), cheap
+enough for CI.
 
-The renderer reproduces the committed tables from their JSONL; one
-benchmark runs end to end in --quick mode on the current backend; and
-`--device cuda` fails with one clear line where CUDA is missing.
+Every committed table is reproduced byte for byte from its JSONL; every
+script prints its plan (`--dry-run`, no backend imported); one tiny
+benchmark (`optimizer_step.py --quick`, floors only) runs end to end on
+the current backend; and `--device cuda` fails with one clear line where
+CUDA is missing.
 """
 
 import json
@@ -35,6 +38,11 @@ def _import(name):
             "optimizer_step_sgd_sai_sink_gd",
             "optimizer_step_sgd_sai_sink_gd_cpu",
         ),
+        ("ada_hessian_step", "ada_hessian_step_cpu"),
+        ("normalization_layers", "normalization_layers_cpu"),
+        ("transformer_normalization", "transformer_normalization_cpu"),
+        ("schedules_and_batch_tests", "schedules_batch_tests_cpu"),
+        ("optimizer_memory", "optimizer_memory"),
     ],
 )
 def test_render_reproduces_committed_markdown(script, stem):
@@ -50,10 +58,21 @@ def test_render_reproduces_committed_markdown(script, stem):
         assert text == f.read()
 
 
-def _run(*argv, timeout=120):
+SCRIPTS = (
+    "optimizer_step.py",
+    "optimizer_step_sgd_sai_sink_gd.py",
+    "ada_hessian_step.py",
+    "normalization_layers.py",
+    "transformer_normalization.py",
+    "schedules_and_batch_tests.py",
+    "optimizer_memory.py",
+)
+
+
+def _run(*argv, script="optimizer_step.py", timeout=120):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(
-        [sys.executable, os.path.join(BENCH, "optimizer_step.py"), *argv],
+        [sys.executable, os.path.join(BENCH, script), *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -102,3 +121,30 @@ def test_cuda_request_fails_clearly_without_cuda():
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("CUDA requested but not available: ")
     assert "torch.cuda.is_available() is False" in lines[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_dry_run_prints_the_plan(script):
+    proc = _run("--dry-run", "--quick", script=script, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(script[: -len(".py")] + ":"), proc.stdout
+
+
+def test_gpu_suite_plan_covers_every_gpu_benchmark_within_budget():
+    proc = _run("--dry-run", script="gpu_suite.py", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "GPU suite, device cuda, budget 480 s:"
+    steps = [line.split("] ")[1].split()[0] for line in lines[1:]]
+    assert [os.path.basename(s) for s in steps] == [
+        "optimizer_step_sgd_sai_sink_gd.py",
+        "normalization_layers.py",
+        "transformer_normalization.py",
+        "optimizer_step.py",
+    ]
+    reserved = [int(line.split("s]")[0].strip(" [")) for line in lines[1:]]
+    assert sum(reserved) <= 480
+    for line in lines[1:]:
+        assert "--device cuda" in line and line.endswith(
+            "_gpu.jsonl --backend all"
+        )
