@@ -16,9 +16,10 @@ Models: a small CNN on 32x32x3 (three 3x3 convolutions with pooling, so
 AdaHessian's spatial averaging of convolution kernels runs) and an MLP
 784-512-512-10.
 
-One process per (backend, model) (`harness.suite`); inside it every optimizer is warmed up,
-then timed round-robin for `--rounds` rounds of `--steps` steps (a
-multiple of 4, so the interval-4 row averages whole refresh cycles). Per
+One process per (backend, model) (`harness.suite`); inside it every
+optimizer is warmed up, then timed round-robin for `--rounds` rounds of
+`--steps` steps (a multiple of 4, so the interval-4 row averages whole
+refresh cycles). Per
 round the mean step time is taken; the table gives the median over all
 rounds of all processes (`--repeats` processes per configuration,
 interleaved) and the median single step.
