@@ -115,7 +115,9 @@ def make_optimizer(name):
     )
 
 
-def run_child(variant, kind, warmup, rounds, steps, repeat, batch=BATCH):
+def run_child(
+    variant, kind, warmup, rounds, steps, repeat, batch=BATCH, device="cpu"
+):
     import numpy as np
 
     backend = dict((v[0], v[1]) for v in VARIANTS)[variant]
@@ -202,6 +204,8 @@ def run_child(variant, kind, warmup, rounds, steps, repeat, batch=BATCH):
                 iterations=iterations,
                 times_ms=[round(t, 3) for t in times[opt]],
                 batch=batch,
+                warmup=warmup,
+                device=device,
             )
         )
 
@@ -230,6 +234,7 @@ def run_suite(args, path):
         out = [__file__, "--child", variant, "--model", kind]
         out += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
         out += ["--warmup", str(args.warmup), "--repeat", str(repeat)]
+        out += ["--device", args.device]
         return out + (["--quick"] if args.quick else [])
 
     return suite.run(args, path, _units(args), argv, threads=THREADS)
@@ -255,7 +260,8 @@ def render(rows, keep_from=None):
     r0 = rows[0]
     steps = len(r0["round_mean_ms"])
     lines = [
-        "# AdaHessian training step vs Adam's on CPU",
+        "# AdaHessian training step vs Adam's on "
+        + r0.get("device", "cpu").upper(),
         "",
         *md.recorded_lines(rows, keep_from),
         md.checkout_line(rows),
@@ -263,7 +269,7 @@ def render(rows, keep_from=None):
         f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
         f"(backend, model), each timing its 3 optimizers round-robin, "
         f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
-        "5 warm-up steps",
+        f"{r0.get('warmup', 5)} warm-up steps",
         f"- `model.train_on_batch` on one fixed batch of "
         f"{r0.get('batch', BATCH)}; every "
         "model wired with `enable_hessian_training` and built from seed 0; "
@@ -357,6 +363,7 @@ def main(argv=None):
             args.steps,
             args.repeat,
             QUICK_BATCH if args.quick else BATCH,
+            args.device,
         )
         return 0
     backends = sorted({backend for backend, _ in _units(args)})
