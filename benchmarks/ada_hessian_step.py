@@ -1,4 +1,4 @@
-"""AdaHessian training step vs Adam's, end to end, per backend, on CPU.
+"""AdaHessian training step vs Adam's, end to end, per backend.
 
 Times one training step (`model.train_on_batch`, the compiled
 `train_function` that `fit` runs, on one batch of 128) of the same model
@@ -16,40 +16,35 @@ Models: a small CNN on 32x32x3 (three 3x3 convolutions with pooling, so
 AdaHessian's spatial averaging of convolution kernels runs) and an MLP
 784-512-512-10.
 
-One process per (backend, model); inside it every optimizer is warmed up,
-then timed round-robin for `--rounds` rounds of `--steps` steps (a
-multiple of 4, so the interval-4 row averages whole refresh cycles). Per
+One process per (backend, model) (`harness.suite`); inside it every
+optimizer is warmed up, then timed round-robin for `--rounds` rounds of
+`--steps` steps (a multiple of 4, so the interval-4 row averages whole
+refresh cycles). Per
 round the mean step time is taken; the table gives the median over all
 rounds of all processes (`--repeats` processes per configuration,
 interleaved) and the median single step.
 
 Usage (from the repository root):
 
-    python benchmarks/ada_hessian_step.py --repeats 3 \
-        --out benchmarks/results/ada_hessian_step_cpu.jsonl
+    python benchmarks/ada_hessian_step.py --repeats 3 --rounds 3 --steps 8
+    python benchmarks/ada_hessian_step.py --quick --backend jax --only mlp
     python benchmarks/ada_hessian_step.py \
-        --table-only benchmarks/results/ada_hessian_step_cpu.jsonl
+        --render-only benchmarks/results/ada_hessian_step_cpu.jsonl
 """
 
 import argparse
-import datetime
-import json
-import os
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-import optimizer_memory  # noqa: E402
-import optimizer_step as base  # noqa: E402
-from optimizer_step_new import nice_kwargs  # noqa: E402
-from optimizer_step_new import write_keeping_notes  # noqa: E402
+from harness import cli
+from harness import machine as base
+from harness import process
+from harness import render as md
+from harness import suite
 
 THREADS = 2
 BATCH = 128
+QUICK_BATCH = 16
 LR = 1e-3
 # (name, backend, jit_compile)
 VARIANTS = [
@@ -97,13 +92,13 @@ def build_model(kind):
     return model
 
 
-def data(kind):
+def data(kind, batch=BATCH):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    shape = (BATCH, 32, 32, 3) if kind == "cnn" else (BATCH, 784)
+    shape = (batch, 32, 32, 3) if kind == "cnn" else (batch, 784)
     x = rng.standard_normal(shape, dtype=np.float32)
-    y = rng.integers(0, 10, size=(BATCH,)).astype("int32")
+    y = rng.integers(0, 10, size=(batch,)).astype("int32")
     return x, y
 
 
@@ -120,11 +115,11 @@ def make_optimizer(name):
     )
 
 
-def run_child(variant, kind, warmup, rounds, steps, repeat):
+def run_child(
+    variant, kind, warmup, rounds, steps, repeat, batch=BATCH, device="cpu"
+):
     import numpy as np
 
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
     backend = dict((v[0], v[1]) for v in VARIANTS)[variant]
     jit = dict((v[0], v[2]) for v in VARIANTS)[variant]
     if backend == "tensorflow":
@@ -140,7 +135,7 @@ def run_child(variant, kind, warmup, rounds, steps, repeat):
 
     import keras_batchopt
 
-    x, y = data(kind)
+    x, y = data(kind, batch)
     models, first = {}, {}
     for opt in OPTIMIZERS:
         model = keras_batchopt.curvature.enable_hessian_training(
@@ -191,97 +186,71 @@ def run_child(variant, kind, warmup, rounds, steps, repeat):
         iterations = int(
             keras.ops.convert_to_numpy(models[opt].optimizer.iterations)
         )
-        print(
-            "RESULT "
-            + json.dumps(
-                dict(
-                    config=f"{variant}-{kind}-{opt}",
-                    variant=variant,
-                    backend=backend,
-                    jit_compile=str(jit),
-                    model=kind,
-                    opt=opt,
-                    n_params=n_params,
-                    repeat=repeat,
-                    round_mean_ms=per_round[opt],
-                    median_step_ms=float(np.median(times[opt])),
-                    first_call_s=first[opt],
-                    own_cores=own[opt] / wall[opt],
-                    foreign_cores=max(busy[opt] - own[opt], 0.0) / wall[opt],
-                    iterations=iterations,
-                    times_ms=[round(t, 3) for t in times[opt]],
-                )
-            ),
-            flush=True,
+        process.emit(
+            dict(
+                config=f"{variant}-{kind}-{opt}",
+                variant=variant,
+                backend=backend,
+                jit_compile=str(jit),
+                model=kind,
+                opt=opt,
+                n_params=n_params,
+                repeat=repeat,
+                round_mean_ms=per_round[opt],
+                median_step_ms=float(np.median(times[opt])),
+                first_call_s=first[opt],
+                own_cores=own[opt] / wall[opt],
+                foreign_cores=max(busy[opt] - own[opt], 0.0) / wall[opt],
+                iterations=iterations,
+                times_ms=[round(t, 3) for t in times[opt]],
+                batch=batch,
+                warmup=warmup,
+                device=device,
+            )
         )
 
 
-def run_suite(args):
-    suite = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-    commit = optimizer_memory.checkout()
-    pattern = args.only
-    with open(args.out, "a" if args.append else "w") as out:
-        for repeat in range(args.repeats):
-            for variant, backend, _ in VARIANTS:
-                for kind in MODELS:
-                    if pattern and pattern not in f"{variant}-{kind}":
-                        continue
-                    env = dict(os.environ)
-                    env.update(
-                        KERAS_BACKEND=backend,
-                        OMP_NUM_THREADS=str(THREADS),
-                        MKL_NUM_THREADS=str(THREADS),
-                        TF_CPP_MIN_LOG_LEVEL="2",
-                        JAX_PLATFORMS="cpu",
-                        PYTHONWARNINGS="ignore",
-                    )
-                    cmd = [
-                        sys.executable,
-                        os.path.abspath(__file__),
-                        "--child",
-                        variant,
-                        "--model",
-                        kind,
-                        "--rounds",
-                        str(args.rounds),
-                        "--steps",
-                        str(args.steps),
-                        "--warmup",
-                        str(args.warmup),
-                        "--repeat",
-                        str(repeat),
-                    ]
-                    t0 = time.perf_counter()
-                    proc = subprocess.run(
-                        cmd,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=900,
-                        **nice_kwargs(args.nice),
-                    )
-                    n = 0
-                    for line in proc.stdout.splitlines():
-                        if line.startswith("RESULT "):
-                            row = json.loads(line[len("RESULT ") :])
-                            row.update(
-                                suite=suite, nice=args.nice, commit=commit
-                            )
-                            out.write(json.dumps(row) + "\n")
-                            n += 1
-                    out.flush()
-                    print(
-                        f"repeat {repeat} {variant} {kind}: {n} rows, "
-                        f"{time.perf_counter() - t0:.0f} s, "
-                        f"rc {proc.returncode}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    if proc.returncode:
-                        print(proc.stderr[-3000:], file=sys.stderr)
+def _variants(args):
+    if args.device == "cuda":
+        return [v for v in VARIANTS if v[1] != "tensorflow"]
+    return VARIANTS
 
 
-def render(rows):
+def _units(args):
+    chosen = cli.selected_backends(args)
+    units = []
+    for variant, backend, _ in _variants(args):
+        for kind in MODELS:
+            label = f"{variant}-{kind}"
+            if backend not in chosen or (args.only and args.only not in label):
+                continue
+            units.append((backend, label))
+    return units
+
+
+def run_suite(args, path):
+    def argv(backend, label, repeat):
+        variant, kind = label.rsplit("-", 1)
+        out = [__file__, "--child", variant, "--model", kind]
+        out += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
+        out += ["--warmup", str(args.warmup), "--repeat", str(repeat)]
+        out += ["--device", args.device]
+        return out + (["--quick"] if args.quick else [])
+
+    return suite.run(args, path, _units(args), argv, threads=THREADS)
+
+
+def plan(args):
+    return [
+        f"ada_hessian_step: {args.repeats} process(es) per (variant, model), "
+        f"device {args.device}, {args.rounds} rounds of {args.steps} steps "
+        f"after {args.warmup} warm-up steps, batch "
+        f"{QUICK_BATCH if args.quick else BATCH}:",
+        "  " + ", ".join(label for _, label in _units(args)),
+    ]
+
+
+def render(rows, keep_from=None):
     import numpy as np
 
     agg = {}
@@ -291,17 +260,18 @@ def render(rows):
     r0 = rows[0]
     steps = len(r0["round_mean_ms"])
     lines = [
-        "# AdaHessian training step vs Adam's on CPU",
+        "# AdaHessian training step vs Adam's on "
+        + r0.get("device", "cpu").upper(),
         "",
-        *optimizer_memory.machine_lines(
-            sorted({r["commit"] for r in rows if "commit" in r})
-        ),
+        *md.recorded_lines(rows, keep_from),
+        md.checkout_line(rows),
         f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
         f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
         f"(backend, model), each timing its 3 optimizers round-robin, "
         f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
-        "5 warm-up steps",
-        f"- `model.train_on_batch` on one fixed batch of {BATCH}; every "
+        f"{r0.get('warmup', 5)} warm-up steps",
+        f"- `model.train_on_batch` on one fixed batch of "
+        f"{r0.get('batch', BATCH)}; every "
         "model wired with `enable_hessian_training` and built from seed 0; "
         f"lr {LR}; AdaHessian defaults otherwise (spatial averaging, one "
         "Rademacher probe per refresh); sparse categorical cross-entropy",
@@ -362,32 +332,28 @@ def render(rows):
     return "\n".join(lines)
 
 
-def write_markdown(rows, path):
-    return write_keeping_notes(render(rows), path)
+def parse(argv=None):
+    p = cli.parser(
+        __doc__.split("\n")[0], "ada_hessian_step_{device}.jsonl", repeats=3
+    )
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--only", default=None, help="substring of variant-model")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.rounds, args.steps = 1, 1, 4
+        args.warmup, args.max_wait = 2, 0.0
+    if args.steps % 4:
+        p.error("--steps must be a multiple of 4")
+    return args
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument(
-        "--only", default=None, help="substring of variant-model"
-    )
-    parser.add_argument(
-        "--out",
-        default=os.path.join(
-            REPO_ROOT, "benchmarks", "results", "ada_hessian_step_cpu.jsonl"
-        ),
-    )
-    parser.add_argument("--append", action="store_true")
-    parser.add_argument("--nice", type=int, default=None)
-    parser.add_argument("--table-only", default=None, metavar="FILE.jsonl")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse(argv)
     if args.child:
         run_child(
             args.child,
@@ -396,18 +362,13 @@ def main(argv=None):
             args.rounds,
             args.steps,
             args.repeat,
+            QUICK_BATCH if args.quick else BATCH,
+            args.device,
         )
-        return
-    if args.steps % 4:
-        parser.error("--steps must be a multiple of 4")
-    if args.table_only:
-        path = args.table_only
-    else:
-        run_suite(args)
-        path = args.out
-    rows = [json.loads(x) for x in open(path) if x.strip()]
-    print(write_markdown(rows, os.path.splitext(path)[0] + ".md"))
+        return 0
+    backends = sorted({backend for backend, _ in _units(args)})
+    return cli.main(args, backends, run_suite, render, plan)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Forward and training-step time of the normalization layers next to
 Keras's BatchNormalization, GroupNormalization and LayerNormalization, on
-the same tensors, per backend, on CPU.
+the same tensors, per backend.
 
 Each layer is called on a `(batch, 32, 32, 64)` channels_last float32
 tensor in training mode. "forward" is one call; "train step" is the call
@@ -8,34 +8,39 @@ plus the gradient of `sum(y * w)` with respect to the input and the
 layer's trainable weights. On TensorFlow both are a `tf.function` with
 `jit_compile=True`; on JAX `jax.jit` of the layer's `stateless_call` (and
 `jax.grad`); on torch eager calls, as Keras runs them. The layers are
-timed round-robin (`--rounds` rounds of `--calls` calls each) in one
-process per backend, and the median per call is reported with its ratio
-to BatchNormalization's. The weight-standardized convolutions are timed
-against `keras.layers.Conv2D` with the same arguments.
+timed round-robin (`--rounds` rounds of `--calls` calls each, after 3
+warm-up calls) in one process per backend (`harness.suite`), and the
+median per call is reported with its ratio to BatchNormalization's. The
+weight-standardized convolutions are timed against `keras.layers.Conv2D`
+with the same arguments. With `--device cuda` (JAX and torch; the
+environment's TensorFlow is CPU-only) torch calls end with
+`torch.cuda.synchronize()`.
 
 Usage (from the repository root):
 
-    python benchmarks/normalization_layers.py --backend all \
-        --out benchmarks/results/normalization_layers_cpu.jsonl
+    python benchmarks/normalization_layers.py --backend all
+    python benchmarks/normalization_layers.py --quick --backend jax
     python benchmarks/normalization_layers.py \
-        --table-only benchmarks/results/normalization_layers_cpu.jsonl
+        --render-only benchmarks/results/normalization_layers_cpu.jsonl
 """
 
 import argparse
-import datetime
-import json
-import os
+import re
 import statistics
-import subprocess
 import sys
-import time
 
-from schedules_and_batch_tests import machine
-from schedules_and_batch_tests import versions
+from harness import cli
+from harness import device as device_lib
+from harness import process
+from harness import render as md
+from harness import suite
+from harness import timing
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
 SHAPE = (32, 32, 32, 64)
+# --quick: 8 samples (GhostBatchNormalization's virtual batch), 8x8, the
+# same 64 channels (32 groups).
+QUICK_SHAPE = (8, 8, 8, 64)
 
 
 def _layers(keras, keras_batchopt):
@@ -71,8 +76,12 @@ def _layers(keras, keras_batchopt):
     }
 
 
-def _compile(backend, layer, x, mask):
-    """`forward()` and `train_step()` closures, each running one call."""
+def _compile(backend, layer, x, mask, sync=lambda: None):
+    """`forward()` and `train_step()` closures, each running one call.
+
+    `sync()` waits for the device's queued work (torch on CUDA; a no-op on
+    CPU and for the other backends, whose closures wait for their result).
+    """
     import keras
     import numpy as np
 
@@ -128,7 +137,9 @@ def _compile(backend, layer, x, mask):
 
     def forward():
         with torch.no_grad():
-            return layer(x, training=True, **kwargs)
+            y = layer(x, training=True, **kwargs)
+        sync()
+        return y
 
     leaf = x.detach().clone().requires_grad_(True)
 
@@ -137,78 +148,95 @@ def _compile(backend, layer, x, mask):
         for v in layer.trainable_variables:
             v.value.grad = None
         (layer(leaf, training=True, **kwargs) * w).sum().backward()
+        sync()
         return leaf.grad
 
     return forward, train_step
 
 
-def child(backend, rounds, calls):
+def child(args):
+    """One backend: every layer compiled, then timed round-robin."""
     import keras
     import numpy as np
 
     import keras_batchopt
 
+    backend, shape = args.child, QUICK_SHAPE if args.quick else SHAPE
+    sync = device_lib.synchronize(backend, args.device)
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(
-        rng.normal(1.0, 2.0, SHAPE).astype("float32")
+        rng.normal(1.0, 2.0, shape).astype("float32")
     )
-    mask = np.zeros(SHAPE[:3] + (1,), "float32")
-    mask[:, 8:24, 8:24] = 1.0
+    # The region: the middle half of the image (8:24 of 32).
+    h, w = shape[1], shape[2]
+    mask = np.zeros(shape[:3] + (1,), "float32")
+    mask[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1.0
     mask = keras.ops.convert_to_tensor(mask)
     programs = {}
     for name, make in _layers(keras, keras_batchopt).items():
-        fns = _compile(
-            backend, make(), x, mask if name.endswith("(basic)") else None
-        )
+        if args.only and not re.search(args.only, name):
+            continue
+        region = mask if name.endswith("(basic)") else None
+        fns = _compile(backend, make(), x, region, sync)
         for part, fn in zip(("forward", "train step"), fns):
             for _ in range(3):  # compile and warm up
                 fn()
             programs[(name, part)] = fn
     times = {key: [] for key in programs}
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         for key, fn in programs.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[key].append((time.perf_counter() - start) / calls * 1e3)
-    return [
-        dict(
-            backend=backend,
-            layer=name,
-            part=part,
-            ms=statistics.median(runs),
-            runs=runs,
-            shape=SHAPE,
+            times[key].append(timing.mean_call_ms(fn, args.calls))
+    for (name, part), runs in times.items():
+        process.emit(
+            dict(
+                backend=backend,
+                layer=name,
+                part=part,
+                ms=statistics.median(runs),
+                runs=runs,
+                shape=shape,
+                device=args.device,
+                repeat=args.repeat,
+                calls=args.calls,
+            )
         )
-        for (name, part), runs in times.items()
-    ]
 
 
-def table(rows):
-    meta = rows[0].get("meta", {})
-    lines = [
-        f"Machine: {meta.get('machine')}  ",
-        f"Versions: {meta.get('versions')}  ",
-        f"Commit: {meta.get('commit')}, {meta.get('date')}  ",
-        f"Input: {tuple(rows[0]['shape'])} float32, channels_last, "
-        "training mode; median ms per call.",
+def _processes(rows):
+    groups = suite.group(rows, "backend", "layer", "part")
+    return max(len(g) for g in groups.values())
+
+
+def render(rows, keep_from=None):
+    """The table: median ms per call (rounds of every process pooled)."""
+    device = rows[0].get("device", "cpu")
+    lines = md.header_lines(
+        f"Normalization layers next to Keras's, on {device.upper()}",
+        rows,
+        keep_from,
+    )
+    lines += [
+        f"- input {tuple(rows[0]['shape'])} float32, channels_last, "
+        "training mode; median ms per call over the rounds of "
+        f"{_processes(rows)} process(es) per backend",
         "",
         "| backend | layer | forward ms | vs BN | train step ms | vs BN |",
         "|---|---|---|---|---|---|",
     ]
+    ms = {
+        key: suite.pooled_median(group)
+        for key, group in suite.group(rows, "backend", "layer", "part").items()
+    }
+    names = list(dict.fromkeys(r["layer"] for r in rows))
     for backend in BACKENDS:
-        sel = {
-            (r["layer"], r["part"]): r["ms"]
-            for r in rows
-            if r["backend"] == backend
-        }
-        if not sel:
+        if not any(key[0] == backend for key in ms):
             continue
-        names = list(dict.fromkeys(r["layer"] for r in rows))
         for name in names:
             base = "Conv2D(64, 3)" if "Conv2D" in name else "BatchNormalization"
-            f, t = sel[(name, "forward")], sel[(name, "train step")]
-            bf, bt = sel[(base, "forward")], sel[(base, "train step")]
+            f = ms.get((backend, name, "forward"), float("nan"))
+            t = ms.get((backend, name, "train step"), float("nan"))
+            bf = ms.get((backend, base, "forward"), float("nan"))
+            bt = ms.get((backend, base, "train step"), float("nan"))
             suffix = "" if base == "BatchNormalization" else " (vs Conv2D)"
             lines.append(
                 f"| {backend} | {name}{suffix} | {f:.2f} | {f / bf:.2f} | "
@@ -217,74 +245,64 @@ def table(rows):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backend", default="all")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=5)
-    parser.add_argument("--out")
-    parser.add_argument("--table-only")
-    parser.add_argument("--child")
-    args = parser.parse_args()
-    if args.child:
-        rows = child(args.child, args.rounds, args.calls)
-        print("ROWS " + json.dumps(rows))
-        return
-    if args.table_only:
-        with open(args.table_only) as f:
-            rows = [json.loads(line) for line in f]
-        print(table(rows))
-        return
-    backends = BACKENDS if args.backend == "all" else [args.backend]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    meta = dict(
-        machine=machine(),
-        versions=versions(),
-        commit=commit,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
+def _backends(args):
+    chosen = cli.selected_backends(args, BACKENDS)
+    if args.device == "cuda":
+        chosen = [b for b in chosen if b != "tensorflow"]
+    return chosen
+
+
+def _child_argv(args):
+    def argv(backend, label, repeat):
+        out = [__file__, "--child", backend, "--repeat", str(repeat)]
+        out += ["--rounds", str(args.rounds), "--calls", str(args.calls)]
+        out += ["--device", args.device]
+        out += ["--only", args.only] if args.only else []
+        return out + (["--quick"] if args.quick else [])
+
+    return argv
+
+
+def run_suite(args, path):
+    units = [(b, b) for b in _backends(args)]
+    return suite.run(args, path, units, _child_argv(args))
+
+
+def plan(args):
+    shape = QUICK_SHAPE if args.quick else SHAPE
+    return [
+        f"normalization_layers: {args.repeats} process(es) per backend "
+        f"({', '.join(_backends(args))}), device {args.device}, input "
+        f"{shape}, {args.rounds} rounds of {args.calls} calls per layer and "
+        f"part, layers matching {args.only or 'any'}"
+    ]
+
+
+def parse(argv=None):
+    p = cli.parser(
+        __doc__.split("\n")[0],
+        "normalization_layers_{device}.jsonl",
+        backends=BACKENDS,
+        repeats=1,
     )
-    rows = []
-    for backend in backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        result = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                backend,
-                "--rounds",
-                str(args.rounds),
-                "--calls",
-                str(args.calls),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-        )
-        found = [
-            ln for ln in result.stdout.splitlines() if ln.startswith("ROWS ")
-        ]
-        if result.returncode or not found:
-            print(result.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{backend} failed")
-        for row in json.loads(found[0][5:]):
-            row["meta"] = meta
-            rows.append(row)
-        print(f"{backend} done", file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-    print(table(rows))
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--calls", type=int, default=5)
+    p.add_argument("--only", default=None, help="regex of layer names")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.rounds, args.calls, args.max_wait = 1, 1, 1, 0.0
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.child:
+        child(args)
+        return 0
+    return cli.main(args, _backends(args), run_suite, render, plan)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,85 +14,37 @@ scalars are state). Parameter bytes are the same sum over
 are not optimized and are left out). Nothing is trained; the state does not
 depend on the data or on the backend (run on one backend, JAX by default).
 
+One JSON line per (model, optimizer) goes to
+`benchmarks/results/optimizer_memory.jsonl` and the table next to it
+(`harness.render`).
+
 Usage (from the repository root):
 
+    python benchmarks/optimizer_memory.py
+    python benchmarks/optimizer_memory.py --quick
     python benchmarks/optimizer_memory.py \
-        --out benchmarks/results/optimizer_memory.md
+        --render-only benchmarks/results/optimizer_memory.jsonl
 """
 
-import argparse
-import datetime
-import importlib.metadata
 import os
-import platform
-import subprocess
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import cli
+from harness import process
+from harness import render as md
+
 BOOKKEEPING = ("iteration", "learning_rate")
-
-
-def checkout():
-    """`git rev-parse --short HEAD`, plus a note if keras_batchopt/ has
-    uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "keras_batchopt"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    if dirty:
-        commit += " + uncommitted changes under keras_batchopt/"
-    return commit
-
-
-def machine_lines(commits=None):
-    """Machine, versions and commit, as Markdown bullet lines.
-
-    `commits`: the checkouts the results were measured at (recorded at run
-    time); default: the current one.
-    """
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = []
-    for pkg in (
-        "keras",
-        "tensorflow",
-        "tensorflow-cpu",
-        "jax",
-        "torch",
-        "numpy",
-        "pytorch_optimizer",
-    ):
-        try:
-            versions.append(f"{pkg} {importlib.metadata.version(pkg)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    commit = ", ".join(commits) if commits else checkout()
-    return [
-        f"- machine: {cpu}, nproc {os.cpu_count()}, Linux {platform.release()}",
-        f"- python {platform.python_version()}; " + "; ".join(versions),
-        f"- keras_batchopt: this checkout at {commit}",
-        f"- rendered {datetime.date.today().isoformat()}",
-    ]
+MODELS = (
+    "ResNet-style CNN (32x32x3, 3 stages x 2 blocks, 10 classes)",
+    "Transformer encoder (vocab 8000, seq 128, d 256, 4 heads, 2 blocks, "
+    "token-level head)",
+)
+# --quick: the same CNN, a tiny encoder.
+QUICK_ENCODER = dict(vocab=500, seq=16, dim=32, heads=4, blocks=1)
+QUICK_NAME = (
+    "Transformer encoder (--quick: vocab 500, seq 16, d 32, 4 heads, 1 "
+    "block, token-level head)"
+)
 
 
 def nbytes(variables):
@@ -240,11 +192,45 @@ def sinkgd_routing(model, **kwargs):
     return sink, adamw
 
 
-def render(results, backend):
+def measure_rows(quick=False):
+    """One row per (model, optimizer): state bytes and variable count,
+    with the model's parameters and SinkGD routing."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    encoder = QUICK_ENCODER if quick else {}
+    names = MODELS if not quick else (MODELS[0], QUICK_NAME)
+    builds = (resnet_cnn, lambda: transformer_encoder(**encoder))
+    rows = []
+    for name, build in zip(names, builds):
+        model = build()
+        n_params, param_bytes, results = measure(model)
+        routing = dict(
+            default=sinkgd_routing(model),
+            head=sinkgd_routing(model, exclude_layers=["predictions"]),
+        )
+        for label, state, count in results:
+            rows.append(
+                dict(
+                    model=name,
+                    n_params=n_params,
+                    param_bytes=param_bytes,
+                    routing=routing,
+                    optimizer=label,
+                    state_bytes=state,
+                    variables=count,
+                    backend=keras.backend.backend(),
+                )
+            )
+    return rows
+
+
+def render(table_rows, keep_from=None):
+    backend = table_rows[0]["backend"]
     out = [
-        "# Optimizer state memory on real models",
-        "",
-        *machine_lines(),
+        *md.header_lines(
+            "Optimizer state memory on real models", table_rows, keep_from
+        ),
         f"- backend used to build the optimizers: {backend} (the state "
         "does not depend on it)",
         "",
@@ -255,6 +241,12 @@ def render(results, backend):
         "same sum over `model.trainable_variables` (float32).",
         "",
     ]
+    results = {}
+    for r in table_rows:
+        entry = results.setdefault(
+            r["model"], (r["n_params"], r["param_bytes"], [], r["routing"])
+        )
+        entry[2].append((r["optimizer"], r["state_bytes"], r["variables"]))
     for name, (n_params, param_bytes, rows, routing) in results.items():
         adamw = rows[0][1]
         out += [
@@ -302,48 +294,33 @@ def render(results, backend):
     return "\n".join(out)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default="jax")
-    parser.add_argument(
-        "--out",
-        default=os.path.join(
-            REPO_ROOT, "benchmarks", "results", "optimizer_memory.md"
-        ),
-    )
-    args = parser.parse_args(argv)
+def run(args, path):
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    import keras
+    rows = measure_rows(args.quick)
+    context = process.context()
+    md.append_rows(path, [dict(r, **context) for r in rows], mode="w")
 
-    keras.utils.set_random_seed(0)
-    results = {}
-    for name, build in (
-        (
-            "ResNet-style CNN (32x32x3, 3 stages x 2 blocks, 10 classes)",
-            resnet_cnn,
-        ),
-        (
-            "Transformer encoder (vocab 8000, seq 128, d 256, 4 heads, "
-            "2 blocks, token-level head)",
-            transformer_encoder,
-        ),
-    ):
-        model = build()
-        n_params, param_bytes, rows = measure(model)
-        routing = {
-            "default": sinkgd_routing(model),
-            "head": sinkgd_routing(model, exclude_layers=["predictions"]),
-        }
-        results[name] = (n_params, param_bytes, rows, routing)
-    text = render(results, keras.backend.backend())
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
-    print(text)
+
+def plan(args):
+    return [
+        f"optimizer_memory: in this process on {args.backend}, the models "
+        + "; ".join(MODELS)
+        + (" (tiny encoder: --quick)" if args.quick else "")
+    ]
+
+
+def main(argv=None):
+    p = cli.parser(__doc__.split("\n")[0], "optimizer_memory.jsonl")
+    p.set_defaults(backend="jax")
+    args = p.parse_args(argv)
+    if args.backend == "all":
+        p.error("--backend: one backend (the state does not depend on it)")
+    if args.device != "cpu":
+        p.error("--device: this script counts bytes on the CPU only")
+    return cli.main(args, [args.backend], run, render, plan)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,35 +5,40 @@ Part 1 (schedules): the same model is compiled once per learning-rate
 configuration (a constant float, then each `keras_batchopt.schedules`
 schedule, plus Keras's `CosineDecay` for reference) and trained with
 `model.fit` for `--steps` steps per timing; the configurations are
-interleaved `--repeats` times in one process and the median time per step is
-reported next to the constant learning rate's.
+interleaved `--rounds` times in one process and the median time per step
+is reported next to the constant learning rate's.
 
 Part 2 (batch-size tests): for the same models, the time of one
 `gradient_statistics` call (per-sample gradients of the batch plus the four
 statistics; what `AdaptiveBatchSize` runs every `test_interval` steps) on
 the training batch, against the time of one training step of that batch.
 
-Every backend runs in its own subprocess. Usage (from the repository root):
+Part 3 (pipeline): whole `fit` steps on arrays, on an
+`AdaptiveBatchDataset`, and on the dataset with `AdaptiveBatchSize`.
 
-    python benchmarks/schedules_and_batch_tests.py --backend all \
-        --out benchmarks/results/schedules_batch_tests_cpu.jsonl
+Every (backend, model) runs in its own subprocess (`harness.suite`).
+Usage (from the repository root):
+
+    python benchmarks/schedules_and_batch_tests.py --backend all
+    python benchmarks/schedules_and_batch_tests.py --quick --backend jax
     python benchmarks/schedules_and_batch_tests.py \
-        --table-only benchmarks/results/schedules_batch_tests_cpu.jsonl
+        --render-only benchmarks/results/schedules_batch_tests_cpu.jsonl
 """
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import cli
+from harness import process
+from harness import render as md
+from harness import suite
+
 BACKENDS = ("tensorflow", "jax", "torch")
+MODELS = ("mlp", "cnn")
 BATCH = 128
+QUICK_BATCH = 16
 
 
 def _model(keras, kind):
@@ -57,7 +62,7 @@ def _model(keras, kind):
     return keras.Sequential(layers)
 
 
-def _learning_rates(keras, total):
+def _learning_rates(keras, total, batch=BATCH):
     from keras_batchopt import schedules
 
     return {
@@ -71,7 +76,7 @@ def _learning_rates(keras, total):
         "PowerSchedule": schedules.PowerSchedule(
             max_learning_rate=1e-3,
             a=0.5,
-            tokens_per_step=BATCH,
+            tokens_per_step=batch,
             warmup_steps=total // 10,
             decay_steps=0.1,
             total_steps=total,
@@ -93,7 +98,8 @@ def _learning_rates(keras, total):
     }
 
 
-def child(backend, kind, steps, repeats):
+def child(backend, kind, steps, repeats, batch=BATCH):
+    """One backend and model: the three parts, each round-robin."""
     import keras
     import numpy as np
 
@@ -101,23 +107,23 @@ def child(backend, kind, steps, repeats):
 
     rng = np.random.default_rng(0)
     shape = (784,) if kind == "mlp" else (28, 28, 1)
-    x = rng.standard_normal((steps * BATCH,) + shape).astype("float32")
-    y = rng.integers(0, 10, steps * BATCH)
+    x = rng.standard_normal((steps * batch,) + shape).astype("float32")
+    y = rng.integers(0, 10, steps * batch)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     total = 100 * steps * (repeats + 1)
     models = {}
-    for name, lr in _learning_rates(keras, total).items():
+    for name, lr in _learning_rates(keras, total, batch).items():
         keras.utils.set_random_seed(0)
         model = _model(keras, kind)
         model.compile(optimizer=keras.optimizers.AdamW(lr), loss=loss)
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # compile
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # compile
         models[name] = model
     times = {name: [] for name in models}
     for _ in range(repeats):
         for name, model in models.items():
             start = time.perf_counter()
             model.fit(
-                x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False
+                x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False
             )
             times[name].append((time.perf_counter() - start) / steps * 1e3)
     rows = []
@@ -128,7 +134,7 @@ def child(backend, kind, steps, repeats):
     # Part 2: per-sample statistics vs one training step, same batch.
     model = models["constant"]
     step_ms = statistics.median(times["constant"])
-    for test_batch in (64, BATCH):
+    for test_batch in (batch // 2, batch):
         fn = StatisticsFunction(model, loss)
         fn(x[:test_batch], y[:test_batch])  # compile
         ts = []
@@ -152,15 +158,15 @@ def child(backend, kind, steps, repeats):
     from keras_batchopt import batch_size as bs
 
     def fit_arrays():
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
 
     # One dataset and one callback per configuration for all timed fits,
     # as in one long training run (the callback compiles its statistics
     # function once, at its first fit).
-    plain = bs.AdaptiveBatchDataset(x, y, batch_size=BATCH, seed=0)
-    tested = bs.AdaptiveBatchDataset(x, y, batch_size=BATCH, seed=0)
+    plain = bs.AdaptiveBatchDataset(x, y, batch_size=batch, seed=0)
+    tested = bs.AdaptiveBatchDataset(x, y, batch_size=batch, seed=0)
     callback = bs.AdaptiveBatchSize(
-        tested, eta=1e6, test_interval=10, max_test_batch_size=BATCH
+        tested, eta=1e6, test_interval=10, max_test_batch_size=batch
     )
 
     pipeline = {
@@ -185,185 +191,173 @@ def child(backend, kind, steps, repeats):
             )
         )
     for row in rows:
-        row.update(backend=backend, model=kind, batch=BATCH, steps=steps)
+        row.update(backend=backend, model=kind, batch=batch, steps=steps)
     return rows
 
 
-def versions():
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("keras", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
+def _ms(rows):
+    return suite.pooled_median(rows)
 
 
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version())
-
-
-def table(rows):
-    lines = []
-    meta = rows[0].get("meta", {})
-    lines.append(f"Machine: {meta.get('machine')}  ")
-    lines.append(f"Versions: {meta.get('versions')}  ")
-    lines.append(f"Commit: {meta.get('commit')}, {meta.get('date')}")
-    lines.append("")
-    lines.append("### Fit step with each learning-rate schedule (AdamW)")
-    lines.append("")
-    lines.append(
+def _schedule_lines(rows):
+    lines = [
+        "### Fit step with each learning-rate schedule (AdamW)",
+        "",
         "| backend | model | learning rate | ms/step (median) | vs constant "
-        "| ms/step (min) | min vs constant |"
+        "| ms/step (min) | min vs constant |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups = suite.group(
+        [r for r in rows if r["part"] == "schedule"], "backend", "model", "lr"
     )
-    lines.append("|---|---|---|---|---|---|---|")
     for backend in BACKENDS:
-        for kind in ("mlp", "cnn"):
-            sel = [
-                r
-                for r in rows
-                if r["backend"] == backend
-                and r["model"] == kind
-                and r["part"] == "schedule"
-            ]
+        for kind in MODELS:
+            sel = {
+                k[2]: g for k, g in groups.items() if k[:2] == (backend, kind)
+            }
             if not sel:
                 continue
-            base = next(r["ms"] for r in sel if r["lr"] == "constant")
-            low = next(min(r["runs"]) for r in sel if r["lr"] == "constant")
-            for r in sel:
+            base = _ms(sel["constant"])
+            low = min(v for r in sel["constant"] for v in r["runs"])
+            for lr, group in sel.items():
+                ms = _ms(group)
+                lowest = min(v for r in group for v in r["runs"])
                 lines.append(
-                    f"| {backend} | {kind} | {r['lr']} | {r['ms']:.2f} | "
-                    f"{r['ms'] / base:.3f} | {min(r['runs']):.2f} | "
-                    f"{min(r['runs']) / low:.3f} |"
+                    f"| {backend} | {kind} | {lr} | {ms:.2f} | "
+                    f"{ms / base:.3f} | {lowest:.2f} | {lowest / low:.3f} |"
                 )
-    lines.append("")
-    lines.append("### Per-sample-gradient batch-size test vs a training step")
-    lines.append("")
-    lines.append(
+    return lines
+
+
+def _batch_test_lines(rows, batch):
+    lines = [
+        "### Per-sample-gradient batch-size test vs a training step",
+        "",
         "| backend | model | test batch | test ms | train step ms "
-        f"(batch {BATCH}) | ratio |"
+        f"(batch {batch}) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups = suite.group(
+        [r for r in rows if r["part"] == "batch_test"],
+        "backend",
+        "model",
+        "test_batch",
     )
-    lines.append("|---|---|---|---|---|---|")
-    for r in rows:
-        if r["part"] != "batch_test":
-            continue
+    for (backend, kind, test_batch), group in groups.items():
+        ms = _ms(group)
+        step = statistics.median(r["train_step_ms"] for r in group)
         lines.append(
-            f"| {r['backend']} | {r['model']} | {r['test_batch']} | "
-            f"{r['ms']:.2f} | {r['train_step_ms']:.2f} | "
-            f"{r['ms'] / r['train_step_ms']:.2f} |"
+            f"| {backend} | {kind} | {test_batch} | {ms:.2f} | {step:.2f} | "
+            f"{ms / step:.2f} |"
         )
-    lines.append("")
-    lines.append("### Whole fit step with the growing-batch pipeline")
-    lines.append("")
-    lines.append("| backend | model | input | ms/step (median) | vs arrays |")
-    lines.append("|---|---|---|---|---|")
+    return lines
+
+
+def _pipeline_lines(rows):
+    lines = [
+        "### Whole fit step with the growing-batch pipeline",
+        "",
+        "| backend | model | input | ms/step (median) | vs arrays |",
+        "|---|---|---|---|---|",
+    ]
+    groups = suite.group(
+        [r for r in rows if r["part"] == "pipeline"],
+        "backend",
+        "model",
+        "config",
+    )
     for backend in BACKENDS:
-        for kind in ("mlp", "cnn"):
-            sel = [
-                r
-                for r in rows
-                if r["backend"] == backend
-                and r["model"] == kind
-                and r["part"] == "pipeline"
-            ]
+        for kind in MODELS:
+            sel = {
+                k[2]: g for k, g in groups.items() if k[:2] == (backend, kind)
+            }
             if not sel:
                 continue
-            base = next(r["ms"] for r in sel if r["config"] == "arrays")
-            for r in sel:
+            base = _ms(sel["arrays"])
+            for config, group in sel.items():
+                ms = _ms(group)
                 lines.append(
-                    f"| {backend} | {kind} | {r['config']} | {r['ms']:.2f} | "
-                    f"{r['ms'] / base:.3f} |"
+                    f"| {backend} | {kind} | {config} | {ms:.2f} | "
+                    f"{ms / base:.3f} |"
                 )
+    return lines
+
+
+def render(rows, keep_from=None):
+    """The three tables; medians over the rounds of every process."""
+    batch = rows[0]["batch"]
+    lines = md.header_lines(
+        "Schedules in a compiled fit step, and AdAdaGrad's batch-size tests",
+        rows,
+        keep_from,
+    )
+    lines += [
+        f"- AdamW, batch {batch}, {rows[0]['steps']} steps per timed `fit`; "
+        "medians over the rounds of every process",
+        "",
+        *_schedule_lines(rows),
+        "",
+        *_batch_test_lines(rows, batch),
+        "",
+        *_pipeline_lines(rows),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backend", default="all")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--out")
-    parser.add_argument("--table-only")
-    parser.add_argument("--child", nargs=2)
-    args = parser.parse_args()
-    if args.child:
-        rows = child(args.child[0], args.child[1], args.steps, args.repeats)
-        print("ROWS " + json.dumps(rows))
-        return
-    if args.table_only:
-        with open(args.table_only) as f:
-            rows = [json.loads(line) for line in f]
-        print(table(rows))
-        return
-    backends = BACKENDS if args.backend == "all" else [args.backend]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    meta = dict(
-        machine=machine(),
-        versions=versions(),
-        commit=commit,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
+def _units(args):
+    backends = cli.selected_backends(args, BACKENDS)
+    return [(b, f"{b}/{kind}") for b in backends for kind in MODELS]
+
+
+def run_suite(args, path):
+    def argv(backend, label, repeat):
+        out = [__file__, "--child", backend, label.split("/")[1]]
+        out += ["--steps", str(args.steps), "--rounds", str(args.rounds)]
+        return out + ["--repeat", str(repeat)] + (["--quick"] * args.quick)
+
+    return suite.run(args, path, _units(args), argv)
+
+
+def plan(args):
+    batch = QUICK_BATCH if args.quick else BATCH
+    return [
+        f"schedules_and_batch_tests: {args.repeats} process(es) per "
+        f"(backend, model): {', '.join(label for _, label in _units(args))}; "
+        f"batch {batch}, {args.steps} steps per fit, {args.rounds} rounds"
+    ]
+
+
+def parse(argv=None):
+    p = cli.parser(
+        __doc__.split("\n")[0],
+        "schedules_batch_tests_{device}.jsonl",
+        backends=BACKENDS,
+        repeats=1,
     )
-    rows = []
-    for backend in backends:
-        for kind in ("mlp", "cnn"):
-            env = dict(
-                os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3"
-            )
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    backend,
-                    kind,
-                    "--steps",
-                    str(args.steps),
-                    "--repeats",
-                    str(args.repeats),
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                cwd=REPO_ROOT,
-            )
-            found = [
-                ln
-                for ln in result.stdout.splitlines()
-                if ln.startswith("ROWS ")
-            ]
-            if result.returncode or not found:
-                print(result.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{backend}/{kind} failed")
-            for row in json.loads(found[0][5:]):
-                row["meta"] = meta
-                rows.append(row)
-            print(f"{backend}/{kind} done", file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-            f.write(table(rows))
-    print(table(rows))
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument(
+        "--rounds", type=int, default=9, help="interleaved rounds per process"
+    )
+    p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.steps, args.rounds, args.max_wait = 1, 2, 1, 0.0
+    if args.device != "cpu":
+        p.error("--device: this benchmark runs on the CPU only")
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.child:
+        batch = QUICK_BATCH if args.quick else BATCH
+        backend, kind = args.child
+        for row in child(backend, kind, args.steps, args.rounds, batch):
+            process.emit(dict(row, repeat=args.repeat))
+        return 0
+    return cli.main(args, _units(args), run_suite, render, plan)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,53 +1,53 @@
 """Training-step and inference time of a small transformer block with each
 normalization layer in its two pre-norm positions, next to Keras's
-LayerNormalization and BatchNormalization, per backend, on CPU.
+LayerNormalization and BatchNormalization, per backend.
 
 The block: tokens (batch 32, 64 tokens, width 128) -> norm ->
 MultiHeadAttention(4 heads) -> residual -> norm -> Dense(256, gelu) ->
 Dense(128) -> residual -> norm -> Dense(2). Each variant is a Keras model
 compiled with SGD and run through Keras's own `train_on_batch` and
 `predict_on_batch` (jit on TensorFlow and JAX, eager on torch, as Keras
-runs them), so the numbers are what a user of `fit`/`predict` gets. The
+runs them; both return host values, so a GPU has finished when they
+return), so the numbers are what a user of `fit`/`predict` gets. The
 "folded" rows are `keras_batchopt.layers.fold_normalization` of the
 trained model: the norm after attention merges into the following Dense,
 the others become `ChannelAffine` (attention input, classifier head).
 Variants are timed round-robin (`--rounds` rounds of `--calls` calls) in
-one process per backend; the median per call is reported with its ratio
-to LayerNormalization's.
+one process per backend (`harness.suite`); the median per call is
+reported with its ratio to LayerNormalization's.
 
 Usage (from the repository root):
 
-    python benchmarks/transformer_normalization.py --backend all \
-        --out benchmarks/results/transformer_normalization_cpu.jsonl
+    python benchmarks/transformer_normalization.py --backend all
+    python benchmarks/transformer_normalization.py --quick --backend jax
     python benchmarks/transformer_normalization.py \
-        --table-only benchmarks/results/transformer_normalization_cpu.jsonl
+        --render-only benchmarks/results/transformer_normalization_cpu.jsonl
 """
 
 import argparse
-import datetime
-import json
-import os
+import re
 import statistics
-import subprocess
 import sys
-import time
 
-from optimizer_step_new import write_keeping_notes
-from schedules_and_batch_tests import machine
-from schedules_and_batch_tests import versions
+from harness import cli
+from harness import process
+from harness import render as md
+from harness import suite
+from harness import timing
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
 BATCH, TOKENS, WIDTH, HEADS = 32, 64, 128, 4
+# --quick: (batch, tokens, width, heads).
+QUICK_SIZES = (4, 8, 32, 4)
 
 
-def _norms(keras, kb):
+def _norms(keras, kb, heads=HEADS):
     L = kb.layers
     return {
         "LayerNormalization": lambda: keras.layers.LayerNormalization(),
         "BatchNormalization": lambda: keras.layers.BatchNormalization(),
         "PowerNormalization": lambda: L.PowerNormalization(
-            warmup_steps=2, groups=HEADS
+            warmup_steps=2, groups=heads
         ),
         "UnifiedNormalization": lambda: L.UnifiedNormalization(warmup_steps=2),
         "RepBatchNormalization": lambda: L.RepBatchNormalization(),
@@ -55,40 +55,39 @@ def _norms(keras, kb):
     }
 
 
-def _model(keras, norm):
-    inputs = keras.Input((TOKENS, WIDTH))
+def _model(keras, norm, tokens=TOKENS, width=WIDTH, heads=HEADS):
+    inputs = keras.Input((tokens, width))
     h = norm()(inputs)
-    h = keras.layers.MultiHeadAttention(HEADS, WIDTH // HEADS)(h, h)
+    h = keras.layers.MultiHeadAttention(heads, width // heads)(h, h)
     x = keras.layers.Add()([inputs, h])
     h = norm()(x)
-    h = keras.layers.Dense(2 * WIDTH, activation="gelu")(h)
-    h = keras.layers.Dense(WIDTH)(h)
+    h = keras.layers.Dense(2 * width, activation="gelu")(h)
+    h = keras.layers.Dense(width)(h)
     x = keras.layers.Add()([x, h])
     outputs = keras.layers.Dense(2)(norm()(x))
     return keras.Model(inputs, outputs)
 
 
-def _time(fn, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def run_backend(backend, rounds, calls):
-    os.environ["KERAS_BACKEND"] = backend
+def run_backend(args):
+    """One backend: every variant compiled and trained past its warm-up,
+    then timed round-robin."""
     import keras
     import numpy as np
 
     import keras_batchopt as kb
 
+    batch, tokens, width, heads = (
+        QUICK_SIZES if args.quick else (BATCH, TOKENS, WIDTH, HEADS)
+    )
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH, TOKENS, WIDTH)).astype("float32")
-    y = rng.normal(size=(BATCH, TOKENS, 2)).astype("float32")
+    x = rng.normal(size=(batch, tokens, width)).astype("float32")
+    y = rng.normal(size=(batch, tokens, 2)).astype("float32")
     steps, predicts = {}, {}
-    for name, norm in _norms(keras, kb).items():
+    for name, norm in _norms(keras, kb, heads).items():
+        if args.only and not re.search(args.only, name):
+            continue
         keras.utils.set_random_seed(0)
-        model = _model(keras, norm)
+        model = _model(keras, norm, tokens, width, heads)
         model.compile(keras.optimizers.SGD(1e-3), "mse", jit_compile="auto")
         for _ in range(4):  # compile, and pass the warmups (lambda = 0)
             model.train_on_batch(x, y)
@@ -108,39 +107,59 @@ def run_backend(backend, rounds, calls):
         fn()
     times = {("train", k): [] for k in steps}
     times.update({("inference", k): [] for k in predicts})
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         for kind, table in (("train", steps), ("inference", predicts)):
             for name, fn in table.items():
-                times[(kind, name)].append(_time(fn, calls))
-    rows = []
+                times[(kind, name)].append(
+                    timing.mean_call_ms(fn, args.calls) / 1e3
+                )
     for (kind, name), values in times.items():
-        rows.append(
+        process.emit(
             dict(
-                backend=backend,
+                backend=args.child,
                 kind=kind,
                 layer=name,
                 seconds=statistics.median(values),
+                runs=values,
+                sizes=[batch, tokens, width, heads],
+                device=args.device,
+                repeat=args.repeat,
+                calls=args.calls,
             )
         )
-    return rows
 
 
-def render(rows):
-    meta = rows[0]
-    lines = [
-        "# Transformer block: training step and inference per normalization",
+def _seconds(rows):
+    """Median seconds per call: the rows' pooled rounds (rows written
+    before the harness kept only `seconds`, one process per backend)."""
+    if all("runs" in r for r in rows):
+        return suite.pooled_median(rows)
+    return rows[0]["seconds"]
+
+
+def render(rows, keep_from=None):
+    batch, tokens, width, heads = rows[0].get(
+        "sizes", (BATCH, TOKENS, WIDTH, HEADS)
+    )
+    device = rows[0].get("device", "cpu")
+    lines = md.header_lines(
+        "Transformer block: training step and inference per normalization"
+        + ("" if device == "cpu" else f", on {device.upper()}"),
+        rows,
+        keep_from,
+    )
+    lines += [
         "",
-        f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} "
-        f"cores (CPU only). Versions: "
-        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-        + f". Date: {meta['date']}.",
-        "",
-        f"Block: batch {BATCH}, {TOKENS} tokens, width {WIDTH}, {HEADS} "
+        f"Block: batch {batch}, {tokens} tokens, width {width}, {heads} "
         "heads, three norms per model (see the script's docstring). Median "
         "ms per Keras `train_on_batch` / `predict_on_batch`, ratio to "
         "LayerNormalization in the same process.",
         "",
     ]
+    seconds = {
+        key: _seconds(group)
+        for key, group in suite.group(rows, "backend", "kind", "layer").items()
+    }
     for kind in ("train", "inference"):
         lines += [
             f"## {'Training step' if kind == 'train' else 'Inference'}",
@@ -155,82 +174,72 @@ def render(rows):
         for name in names:
             cells = []
             for backend in BACKENDS:
-                row = [
-                    r
-                    for r in rows
-                    if r["backend"] == backend
-                    and r["kind"] == kind
-                    and r["layer"] == name
-                ]
-                base = [
-                    r
-                    for r in rows
-                    if r["backend"] == backend
-                    and r["kind"] == kind
-                    and r["layer"] == "LayerNormalization"
-                ]
-                if not row or not base:
+                value = seconds.get((backend, kind, name))
+                base = seconds.get((backend, kind, "LayerNormalization"))
+                if value is None or base is None:
                     cells.append("")
                     continue
-                ms = row[0]["seconds"] * 1e3
-                ratio = row[0]["seconds"] / base[0]["seconds"]
-                cells.append(f"{ms:.2f} ({ratio:.2f}x)")
+                cells.append(f"{value * 1e3:.2f} ({value / base:.2f}x)")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default="all")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=10)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--table-only", default=None)
-    parser.add_argument("--worker", action="store_true")
-    args = parser.parse_args(argv)
-    if args.table_only:
-        with open(args.table_only) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        path = args.table_only.replace(".jsonl", ".md")
-        print(write_keeping_notes(render(rows), path))
-        return
-    if args.worker:
-        for row in run_backend(args.backend, args.rounds, args.calls):
-            print("ROW " + json.dumps(row))
-        return
-    backends = BACKENDS if args.backend == "all" else (args.backend,)
-    rows = []
-    meta = dict(
-        machine=machine(),
-        versions=versions(),
-        date=datetime.date.today().isoformat(),
+def _backends(args):
+    chosen = cli.selected_backends(args, BACKENDS)
+    if args.device == "cuda":
+        chosen = [b for b in chosen if b != "tensorflow"]
+    return chosen
+
+
+def run_suite(args, path):
+    def argv(backend, label, repeat):
+        out = [__file__, "--child", backend, "--repeat", str(repeat)]
+        out += ["--rounds", str(args.rounds), "--calls", str(args.calls)]
+        out += ["--device", args.device]
+        out += ["--only", args.only] if args.only else []
+        return out + (["--quick"] if args.quick else [])
+
+    units = [(b, b) for b in _backends(args)]
+    return suite.run(args, path, units, argv)
+
+
+def plan(args):
+    sizes = QUICK_SIZES if args.quick else (BATCH, TOKENS, WIDTH, HEADS)
+    return [
+        f"transformer_normalization: {args.repeats} process(es) per backend "
+        f"({', '.join(_backends(args))}), device {args.device}, (batch, "
+        f"tokens, width, heads) {sizes}, {args.rounds} rounds of "
+        f"{args.calls} calls per variant, norms matching "
+        f"{args.only or 'any'}"
+    ]
+
+
+def parse(argv=None):
+    p = cli.parser(
+        __doc__.split("\n")[0],
+        "transformer_normalization_{device}.jsonl",
+        backends=BACKENDS,
+        repeats=1,
     )
-    for backend in backends:
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", "--backend", backend]
-            + ["--rounds", str(args.rounds), "--calls", str(args.calls)],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            env=dict(os.environ, KERAS_BACKEND=backend),
-        )
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{backend} failed")
-        for line in out.stdout.splitlines():
-            if line.startswith("ROW "):
-                rows.append(dict(json.loads(line[4:]), **meta))
-    if args.out:
-        with open(args.out, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        print(
-            write_keeping_notes(render(rows), args.out.replace(".jsonl", ".md"))
-        )
-    else:
-        print(render(rows))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--calls", type=int, default=10)
+    p.add_argument("--only", default=None, help="regex of norm names")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.rounds, args.calls, args.max_wait = 1, 1, 1, 0.0
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.child:
+        run_backend(args)
+        return 0
+    return cli.main(args, _backends(args), run_suite, render, plan)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
