@@ -131,7 +131,7 @@ class Lars(BatchOptimizer):
     # since XLA's CPU reductions are slow and LARS has few element-wise
     # operations to fuse.
     _fast_path_modules = {
-        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_lars",
+        "torch": "optimizers.torch_lars",
     }
     _decay_in_update_step = True
 

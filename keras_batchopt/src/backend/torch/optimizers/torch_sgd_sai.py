@@ -19,7 +19,7 @@ from keras import ops
 from keras_batchopt.src import config
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
-from keras_batchopt.src.optimizers.sgd_sai import gradient_snr
+from keras_batchopt.src.ops.gradient_snr import gradient_snr
 
 
 def _momentum_kernel(p, g, buf, lr, gsnr, momentum, dampening, decay, first):
