@@ -124,10 +124,9 @@ def train_step(model, state, data):
         grads, aux = gradients(trainable)
         return grads, [jnp.zeros_like(g) for g in grads], aux
 
-    # XLA's CPU backend runs convolutions inside a conditional about 50x
-    # slower than outside (measured: a 3x3 convolution's gradient, 50 ms
-    # under jit, 3 s in either branch of `lax.cond`), so on the CPU the
-    # product is computed every step and ignored on the others.
+    # XLA's CPU backend runs convolutions inside a conditional far slower
+    # than outside, so on the CPU the product is computed every step and
+    # ignored on the others.
     skip = inner.hessian_update_interval > 1 and jax.default_backend() != "cpu"
     if not skip:
         grads, hvps, aux = with_hvp()

@@ -17,7 +17,7 @@ def rademacher_probes(variables, seed, step):
     for i, v in enumerate(variables):
         pair = tf.stack([tf.constant(seed * 1_000_003 + i, tf.int64), step])
         # Philox explicitly: the default algorithm differs between graph
-        # mode and XLA (other probes) and is 20x slower under XLA.
+        # mode and XLA (other probes) and is much slower under XLA.
         bits = tf.random.stateless_uniform(
             tuple(v.shape),
             seed=pair,
