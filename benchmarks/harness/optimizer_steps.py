@@ -198,7 +198,9 @@ def _torch_kernel(opt):
     modules = getattr(opt, "_fast_path_modules", None)
     if not modules or "torch" not in modules:
         return None
-    module = importlib.import_module(modules["torch"])
+    module = importlib.import_module(
+        f"keras_batchopt.src.backend.torch.{modules['torch']}"
+    )
     if hasattr(opt, "trust_mode"):  # Lars: one kernel per mode
         return module._kernel(
             opt.trust_mode == "sum_of_norms", bool(opt.momentum)

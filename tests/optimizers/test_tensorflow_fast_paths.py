@@ -2,21 +2,21 @@
 steps) equals the generic update. Collected on the tensorflow backend only.
 """
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_batchopt
+from keras_batchopt.src.backend import dispatch
 from tests.conftest import spy_on
 from tests.conftest import to_numpy
 from tests.optimizers.contract_cases import CASES
 
-MODULE = "keras_batchopt.src.backend.tensorflow.optimizers.xla_update"
+NAME = "optimizers.xla_update"
+MODULE = dispatch.module_path(NAME, "tensorflow")
 FAST_CASES = [
-    c for c in CASES if c.cls._fast_path_modules.get("tensorflow") == MODULE
+    c for c in CASES if c.cls._fast_path_modules.get("tensorflow") == NAME
 ]
 
 
@@ -62,7 +62,7 @@ def test_fast_path_is_not_used_eagerly_or_under_a_strategy(case, monkeypatch):
     variables = [keras.Variable(np.ones((3, 2), "float32"))]
     optimizer = case.make()
     optimizer.apply([tf.ones((3, 2))], variables)  # eager
-    module = importlib.import_module(MODULE)
+    module = dispatch.backend_module(NAME)
     grads = [tf.ones((3, 2))]
 
     @tf.function

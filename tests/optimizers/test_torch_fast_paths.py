@@ -6,14 +6,13 @@ compiled fused kernel, the same kernel run eagerly, and the generic
 per-variable `update_step` (fast paths disabled).
 """
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
 import torch
 
 import keras_batchopt
+from keras_batchopt.src.backend import dispatch
 from keras_batchopt.src.backend.torch import compile_utils
 from tests.conftest import spy_on
 from tests.conftest import to_numpy
@@ -71,7 +70,7 @@ def _atol(case):
 
 
 def spy(case, monkeypatch):
-    module = case.cls._fast_path_modules["torch"]
+    module = dispatch.module_path(case.cls._fast_path_modules["torch"])
     return spy_on(module, "update_step", monkeypatch)
 
 
@@ -86,7 +85,7 @@ def route(name, monkeypatch):
 
 
 def _routes(case):
-    module = importlib.import_module(case.cls._fast_path_modules["torch"])
+    module = dispatch.backend_module(case.cls._fast_path_modules["torch"])
     if hasattr(module, "_grouped_update"):
         return sorted(ROUTES)
     return ["per_variable"]

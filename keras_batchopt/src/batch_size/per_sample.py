@@ -1,13 +1,12 @@
 """Per-sample gradient statistics of a Keras model, per backend."""
 
-import importlib
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.backend import dispatch
 from keras_batchopt.src.batch_size import statistics as stats_lib
 
 
@@ -64,9 +63,7 @@ class StatisticsFunction:
         def statistics(gradients):
             return stats_lib.gradient_statistics(list(gradients), scope)
 
-        module = importlib.import_module(
-            f"keras_batchopt.src.backend.{keras.backend.backend()}.per_sample"
-        )
+        module = dispatch.backend_module("per_sample")
         return module.compile_statistics(sample_loss, statistics)
 
     def __call__(self, x, y):

@@ -53,7 +53,7 @@ def gradient_statistics(per_sample_gradients, scope="per_variable"):
     ```
 
     Column means are taken as a product with a vector of `1/b`, which XLA
-    on CPU runs about 40x faster than a reduction over the batch axis.
+    on CPU runs much faster than a reduction over the batch axis.
 
     Args:
         per_sample_gradients: a list of tensors, one per variable, each of

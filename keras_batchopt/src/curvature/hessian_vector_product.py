@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
-from keras_batchopt.src.curvature import probes
+from keras_batchopt.src.backend import dispatch
 
 
 def _check_model(model):
@@ -68,7 +68,8 @@ class HessianOperator:
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.dim = int(sum(self.sizes))
         self._dtypes = [v.dtype for v in self.variables]
-        self._hvp = probes.backend_module().make_hessian_vector_product(model)
+        curvature = dispatch.backend_module("curvature")
+        self._hvp = curvature.make_hessian_vector_product(model)
         self._batches = _batches(x, y, sample_weight, batch_size)
         self.calls = 0
 

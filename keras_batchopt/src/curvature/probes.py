@@ -1,36 +1,7 @@
-"""What the Hessian training steps share: the backend module, the Hessian
-optimizer behind a wrapper, and the Rademacher probes."""
-
-import importlib
-
-import keras
+"""The Rademacher probes of the Hessian training steps."""
 
 from keras_batchopt.src.api_export import keras_batchopt_export
-
-
-def backend_module():
-    """`keras_batchopt.src.backend.<backend>.curvature`, imported lazily."""
-    return importlib.import_module(
-        f"keras_batchopt.src.backend.{keras.backend.backend()}.curvature"
-    )
-
-
-def model_loss(model, x, y, sample_weight, training):
-    """The compiled loss of `model` on `(x, y)` and its predictions, as
-    Keras's TensorFlow and torch training steps compute them."""
-    kwargs = {"training": training} if model._call_has_training_arg else {}
-    y_pred = model(x, **kwargs)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-    )
-    return loss, y_pred
-
-
-def hessian_optimizer(optimizer):
-    """The optimizer that wants Hessian-vector products (unwrapping a
-    `LossScaleOptimizer`), or None."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return inner if getattr(inner, "needs_hessian", False) else None
+from keras_batchopt.src.backend import dispatch
 
 
 @keras_batchopt_export("keras_batchopt.curvature.rademacher_probes")
@@ -63,21 +34,6 @@ def rademacher_probes(variables, seed, step):
         - Hutchinson, 1990, A stochastic estimator of the trace of the
           influence matrix for Laplacian smoothing splines.
     """
-    return backend_module().rademacher_probes(variables, seed, step)
-
-
-def skip_step_on_overflow(optimizer, grads, hvps):
-    """Under a `LossScaleOptimizer`, a non-finite Hessian-vector product is
-    an overflow of the scaled loss like a non-finite gradient: the
-    gradients are made non-finite too, so that the wrapper skips the step
-    and lowers the scale instead of the Hessian average keeping an inf."""
-    if not hasattr(optimizer, "inner_optimizer"):
-        return grads
-    finite = None
-    for h in hvps:
-        ok = keras.ops.all(keras.ops.isfinite(h))
-        finite = ok if finite is None else keras.ops.logical_and(finite, ok)
-    return [
-        keras.ops.where(finite, g, keras.ops.full_like(g, float("nan")))
-        for g in grads
-    ]
+    return dispatch.backend_module("curvature").rademacher_probes(
+        variables, seed, step
+    )

@@ -3,13 +3,14 @@
 import types
 
 from keras_batchopt.src.api_export import keras_batchopt_export
-from keras_batchopt.src.curvature import probes
+from keras_batchopt.src.backend import dispatch
+from keras_batchopt.src.curvature.loss_scale import hessian_optimizer
 
 
 def _train_step(model, base_train_step, *args):
-    if probes.hessian_optimizer(model.optimizer) is None:
+    if hessian_optimizer(model.optimizer) is None:
         return base_train_step(*args)
-    return probes.backend_module().train_step(model, *args)
+    return dispatch.backend_module("curvature").train_step(model, *args)
 
 
 @keras_batchopt_export("keras_batchopt.curvature.HessianTrainStep")

@@ -116,7 +116,7 @@ class Adan(BatchOptimizer):
 
     _fast_path_modules = {
         **BatchOptimizer._fast_path_modules,
-        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_adan",
+        "torch": "optimizers.torch_adan",
     }
     _decay_in_update_step = True
 

@@ -1,23 +1,16 @@
-import importlib
-
 import keras
 
 from keras_batchopt.src import config
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.backend import dispatch
 
 
 def dense_gradients(grads):
-    """`grads` with every sparse gradient made dense (None kept).
-
-    Only TensorFlow has sparse gradients (`tf.IndexedSlices`, from
-    embedding lookups); its helper is imported only on that backend.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return grads
-    from keras_batchopt.src.backend.tensorflow import sparse
-
-    return sparse.densify(grads)
+    """`grads` with every sparse gradient made dense (None kept), by the
+    backend's `sparse.densify` (TensorFlow's `tf.IndexedSlices`, from
+    embedding lookups; the other backends' gradients are all dense)."""
+    return dispatch.backend_module("sparse").densify(grads)
 
 
 @keras_batchopt_export("keras_batchopt.optimizers.BatchOptimizer")
@@ -35,7 +28,9 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       update that Keras calls once per step with all gradients. If Keras
       renames the hook, this file is the one to change.
     - **Backend fast paths.** A subclass names, per backend, a module with
-      a multi-tensor implementation in `_fast_path_modules`. The module
+      a multi-tensor implementation in `_fast_path_modules` (its path under
+      `keras_batchopt/src/backend/<backend>/`, loaded by
+      `dispatch.backend_module`). The module
       exposes `can_use(optimizer, grads, variables)` and
       `update_step(optimizer, grads, variables, learning_rate)`. The fast
       path runs when `keras_batchopt.config.fast_paths_enabled()` is true
@@ -89,13 +84,10 @@ class BatchOptimizer(keras.optimizers.Optimizer):
             `loss_scale_factor`, `gradient_accumulation_steps`).
     """
 
-    # Backend name -> dotted module path of its fast path. Every optimizer
-    # inherits the TensorFlow one (its own update, compiled by XLA).
-    _fast_path_modules = {
-        "tensorflow": (
-            "keras_batchopt.src.backend.tensorflow.optimizers.xla_update"
-        ),
-    }
+    # Backend name -> its fast-path module, relative to the backend's folder
+    # (`keras_batchopt/src/backend/<backend>/`). Every optimizer inherits the
+    # TensorFlow one (its own update, compiled by XLA).
+    _fast_path_modules = {"tensorflow": "optimizers.xla_update"}
 
     # True when the algorithm applies `weight_decay` inside its own step.
     _decay_in_update_step = False
@@ -211,12 +203,7 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         self, trainable_variables
     ):
         pairs = self._averaged(trainable_variables)
-        if keras.backend.backend() != "tensorflow":
-            for variable, average in pairs:
-                variable.assign(average)
-            return
-        from keras_batchopt.src.backend.tensorflow import ema
-
+        ema = dispatch.backend_module("ema")
         ema.overwrite_with_averages(self, pairs)
 
     def _apply_weight_decay(self, variables):
@@ -236,10 +223,10 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         """Returns the fast-path module that applies, or None."""
         if not config.fast_paths_enabled():
             return None
-        module_name = self._fast_path_modules.get(keras.backend.backend())
-        if module_name is None:
+        name = self._fast_path_modules.get(dispatch.backend_name())
+        if name is None:
             return None
-        module = importlib.import_module(module_name)
+        module = dispatch.backend_module(name)
         if not module.can_use(self, grads, trainable_variables):
             return None
         return module

@@ -110,7 +110,7 @@ class Lamb(BatchOptimizer):
 
     _fast_path_modules = {
         **BatchOptimizer._fast_path_modules,
-        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_lamb",
+        "torch": "optimizers.torch_lamb",
     }
     _decay_in_update_step = True
 

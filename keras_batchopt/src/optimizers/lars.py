@@ -121,17 +121,15 @@ class Lars(BatchOptimizer):
         - **Speed.** On the torch backend a compiled in-place kernel runs per
           large variable (norms and update in one call) and small variables
           are updated together by multi-tensor operations. On TensorFlow the
-          generic update runs as graph kernels: measured, they beat an XLA
-          compiled update for this optimizer on CPU.
+          generic update runs as graph kernels, which beat an XLA-compiled
+          update for this optimizer on CPU.
     """
 
-    # No TensorFlow XLA update: measured on the 2-core CPU machine, TF's own
-    # graph kernels run this step faster (19-23 ms against 28-33 ms over
-    # 10M parameters; benchmarks/results/optimizer_step_lamb_lars_cpu.md),
-    # since XLA's CPU reductions are slow and LARS has few element-wise
-    # operations to fuse.
+    # No TensorFlow XLA update: TF's own graph kernels run this step faster
+    # on CPU, since XLA's CPU reductions are slow and LARS has few
+    # element-wise operations to fuse.
     _fast_path_modules = {
-        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_lars",
+        "torch": "optimizers.torch_lars",
     }
     _decay_in_update_step = True
 

@@ -5,34 +5,14 @@ from keras import ops
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.backend import dispatch
+from keras_batchopt.src.ops.gradient_snr import gradient_snr
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
 from keras_batchopt.src.optimizers.slots import scalar_slot_name
 
 # The value of a gSNR slot that has not seen a gradient yet. A computed gSNR
 # is a ratio of non-negative numbers, so it is never negative.
 UNSET = -1.0
-
-
-def gradient_snr(gradient, epsilon, size, official=True):
-    """`||g|| / (std(g) + epsilon)` in float32, with the unbiased std.
-
-    `size` is the number of entries (static: the variable's).
-
-    A tensor of one element (or none) has no unbiased std. With `official`,
-    its std is taken as 0, as the official code does (PyTorch's NaN
-    replaced by 0), which gives `||g|| / epsilon`. Without it, a tensor
-    whose std is undefined or exactly 0 gets a gSNR of 1 (no scaling).
-    """
-    g = ops.cast(gradient, "float32")
-    norm = ops.sqrt(ops.sum(ops.square(g)))
-    if size <= 1:
-        return norm / epsilon if official else ops.ones_like(norm)
-    centered = g - ops.mean(g)
-    std = ops.sqrt(ops.sum(ops.square(centered)) / (size - 1))
-    ratio = norm / (std + epsilon)
-    if official:
-        return ratio
-    return ops.where(ops.greater(std, 0.0), ratio, ops.ones_like(ratio))
 
 
 @keras_batchopt_export("keras_batchopt.optimizers.SGDSaI")
@@ -143,7 +123,7 @@ class SGDSaI(BatchOptimizer):
 
     _fast_path_modules = {
         **BatchOptimizer._fast_path_modules,
-        "torch": "keras_batchopt.src.backend.torch.optimizers.torch_sgd_sai",
+        "torch": "optimizers.torch_sgd_sai",
     }
     _decay_in_update_step = True
 
@@ -200,17 +180,13 @@ class SGDSaI(BatchOptimizer):
         size = math.prod(variable.shape)
         # Computed only while unset (a branch, not a select: the ratio's
         # three reductions would otherwise run every step).
-        if _eager_jax(first):
-            from keras_batchopt.src.backend.jax import eager
-
-            # The same `cond`, compiled once per shape, not at each call.
-            gsnr = eager.jitted(_gsnr_or_current, static_argnums=(3, 4, 5))(
-                first, gradient, current, self.epsilon, size, self.official
-            )
-        else:
-            gsnr = _gsnr_or_current(
-                first, gradient, current, self.epsilon, size, self.official
-            )
+        # Run eagerly on JAX, the `cond` is compiled once per shape, not at
+        # each call (the backend's `eager` module).
+        gsnr = dispatch.backend_module("eager").call_compiled_once(
+            _gsnr_or_current,
+            (first, gradient, current, self.epsilon, size, self.official),
+            static_argnums=(3, 4, 5),
+        )
         self.assign(slot, gsnr)
         if self.momentum:
             buf = self._momentums[i]
@@ -248,12 +224,3 @@ def _gsnr_or_current(first, gradient, current, epsilon, size, official):
         lambda: gradient_snr(gradient, epsilon, size, official),
         lambda: current,
     )
-
-
-def _eager_jax(x):
-    """Whether `x` is a concrete JAX array (an eager step on JAX)."""
-    if keras.backend.backend() != "jax":
-        return False
-    from keras_batchopt.src.backend.jax import eager
-
-    return not eager.is_traced(x)

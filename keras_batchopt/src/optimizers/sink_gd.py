@@ -299,12 +299,9 @@ class SinkGD(BatchOptimizer):
         as a `(fan_in, fan_out)` matrix, so only the scale vectors `r` and
         `c` are iterated: each norm is a matrix-vector product with `G**2`
         (one read), and the full-size result is formed once at the end,
-        instead of rescaling `G` after every half-iteration. Measured over
-        10M parameters with 5 iterations (benchmarks/results/
-        optimizer_step_new_cpu.md): 1.6x faster on JAX and 1.5x on torch,
-        but 1.3x slower on TensorFlow, whose CPU matrix-vector products are
-        slow; with 1 iteration it is slower on JAX and TensorFlow (the
-        `G**2` buffer is fresh memory each step). A norm of exactly 0
+        instead of rescaling `G` after every half-iteration (faster with
+        several iterations on JAX and torch; see benchmarks/README.md for
+        where it is not). A norm of exactly 0
         (a zero row or column) leaves its scale unchanged: its entries stay
         0 whatever the scale, as in the explicit form, and the scale stays
         finite.

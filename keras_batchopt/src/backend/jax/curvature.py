@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import keras
 from keras import tree
 
-from keras_batchopt.src.curvature import probes as probes_lib
+from keras_batchopt.src.curvature.loss_scale import hessian_optimizer
+from keras_batchopt.src.curvature.loss_scale import skip_step_on_overflow
 
 
 def rademacher_probes(variables, seed, step):
@@ -93,7 +94,7 @@ def train_step(model, state, data):
     trainable, non_trainable, optimizer_values, metrics = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
-    inner = probes_lib.hessian_optimizer(optimizer)
+    inner = hessian_optimizer(optimizer)
     mapping = list(zip(optimizer.variables, optimizer_values))
     with keras.StatelessScope(state_mapping=mapping):
         refresh = inner.refreshes_hessian()
@@ -123,17 +124,16 @@ def train_step(model, state, data):
         grads, aux = gradients(trainable)
         return grads, [jnp.zeros_like(g) for g in grads], aux
 
-    # XLA's CPU backend runs convolutions inside a conditional about 50x
-    # slower than outside (measured: a 3x3 convolution's gradient, 50 ms
-    # under jit, 3 s in either branch of `lax.cond`), so on the CPU the
-    # product is computed every step and ignored on the others.
+    # XLA's CPU backend runs convolutions inside a conditional far slower
+    # than outside, so on the CPU the product is computed every step and
+    # ignored on the others.
     skip = inner.hessian_update_interval > 1 and jax.default_backend() != "cpu"
     if not skip:
         grads, hvps, aux = with_hvp()
     else:
         grads, hvps, aux = jax.lax.cond(refresh, with_hvp, without_hvp)
     hvps = [h / loss_scale for h in hvps]
-    grads = probes_lib.skip_step_on_overflow(optimizer, grads, hvps)
+    grads = skip_step_on_overflow(optimizer, grads, hvps)
     unscaled_loss, y_pred, non_trainable, metrics = aux
     with inner.using_hessian(hvps, model.trainable_variables):
         trainable, optimizer_values = optimizer.stateless_apply(

@@ -5,7 +5,9 @@ import tensorflow as tf
 from keras import tree
 
 from keras_batchopt.src.backend.tensorflow.sparse import densify
-from keras_batchopt.src.curvature import probes as probes_lib
+from keras_batchopt.src.curvature.loss_scale import hessian_optimizer
+from keras_batchopt.src.curvature.loss_scale import skip_step_on_overflow
+from keras_batchopt.src.curvature.model_loss import model_loss
 
 
 def rademacher_probes(variables, seed, step):
@@ -15,7 +17,7 @@ def rademacher_probes(variables, seed, step):
     for i, v in enumerate(variables):
         pair = tf.stack([tf.constant(seed * 1_000_003 + i, tf.int64), step])
         # Philox explicitly: the default algorithm differs between graph
-        # mode and XLA (other probes) and is 20x slower under XLA.
+        # mode and XLA (other probes) and is much slower under XLA.
         bits = tf.random.stateless_uniform(
             tuple(v.shape),
             seed=pair,
@@ -49,9 +51,7 @@ def make_hessian_vector_product(model):
         variables = model.trainable_variables
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                loss, _ = probes_lib.model_loss(
-                    model, x, y, sample_weight, training=False
-                )
+                loss, _ = model_loss(model, x, y, sample_weight, training=False)
             grads = inner.gradient(
                 loss, variables, unconnected_gradients="zero"
             )
@@ -76,12 +76,10 @@ def train_step(model, data):
         )
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
-    inner = probes_lib.hessian_optimizer(optimizer)
+    inner = hessian_optimizer(optimizer)
     with tf.GradientTape() as outer:
         with tf.GradientTape() as tape:
-            loss, y_pred = probes_lib.model_loss(
-                model, x, y, sample_weight, training=True
-            )
+            loss, y_pred = model_loss(model, x, y, sample_weight, training=True)
             model._loss_tracker.update_state(
                 _unscaled(loss),
                 sample_weight=tf.shape(
@@ -115,7 +113,7 @@ def train_step(model, data):
         hvps = with_hvp()
     else:
         hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
-    grads = probes_lib.skip_step_on_overflow(optimizer, grads, hvps)
+    grads = skip_step_on_overflow(optimizer, grads, hvps)
     with inner.using_hessian(hvps, variables):
         optimizer.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

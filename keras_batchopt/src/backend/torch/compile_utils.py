@@ -15,9 +15,7 @@ from keras_batchopt.src import config
 # variable, a small first variable would make every later kernel
 # single-threaded, and the speed of a run would depend on which model
 # compiled the kernel first. With dynamic threads the loop is always an
-# OpenMP region whose team OpenMP sizes at run time (measured on 2 idle
-# cores, 10M parameters: 16-18 ms per Adan step, against 19-24 ms for a
-# single-threaded kernel).
+# OpenMP region whose team OpenMP sizes at run time.
 _OPTIONS = {"cpp.dynamic_threads": True}
 
 
@@ -27,9 +25,12 @@ class CompiledKernel:
     `get(True)` returns a callable that runs the kernel compiled by
     `torch.compile(dynamic=True, fullgraph=True)`: every argument that
     changes between steps must be a tensor, so one graph serves all
-    variables and steps. If compilation fails (no C++ compiler on a CPU
-    machine, no Triton on a GPU one), it warns once and runs the same
-    kernel eagerly from then on. `get(False)` returns the eager kernel.
+    variables and steps. Kernels take their tensors positionally and their
+    0-d scalars as keyword-only arguments (named, not matched by
+    position); the keywords must be the same at every call. If compilation
+    fails (no C++ compiler on a CPU machine, no Triton on a GPU one), it
+    warns once and runs the same kernel eagerly from then on. `get(False)`
+    returns the eager kernel.
     """
 
     def __init__(self, fn, name):
@@ -47,9 +48,9 @@ class CompiledKernel:
             )
         return self._call_compiled
 
-    def _call_compiled(self, *args):
+    def _call_compiled(self, *args, **kwargs):
         try:
-            return self._compiled(*args)
+            return self._compiled(*args, **kwargs)
         except Exception as error:  # compilation failed: run eagerly
             self._failed = True
             warnings.warn(
@@ -60,7 +61,7 @@ class CompiledKernel:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return self._fn(*args)
+            return self._fn(*args, **kwargs)
 
 
 def compile_now(optimizer):
@@ -101,9 +102,8 @@ def eager_timed(update_step):
 
 # Variables with at most this many elements are updated together, by
 # multi-tensor `torch._foreach_*` operations, instead of by one compiled call
-# each: a compiled call costs 25-90 us of Python and guard overhead (measured
-# on the 2-core development machine), which dominates for small tensors
-# (biases, normalization scales). Tests set it to -1 or a huge value to
+# each: a compiled call's Python and guard overhead dominates for small
+# tensors (biases, normalization scales). Tests set it to -1 or a huge value to
 # exercise one route alone.
 GROUP_MAX_NUMEL = 32768
 

@@ -6,7 +6,9 @@ import keras
 import torch
 from keras import tree
 
-from keras_batchopt.src.curvature import probes as probes_lib
+from keras_batchopt.src.curvature.loss_scale import hessian_optimizer
+from keras_batchopt.src.curvature.loss_scale import skip_step_on_overflow
+from keras_batchopt.src.curvature.model_loss import model_loss
 
 
 def rademacher_probes(variables, seed, step):
@@ -60,9 +62,7 @@ def make_hessian_vector_product(model):
             for v, p in zip(vectors, params)
         ]
         with torch.enable_grad():
-            loss, _ = probes_lib.model_loss(
-                model, x, y, sample_weight, training=False
-            )
+            loss, _ = model_loss(model, x, y, sample_weight, training=False)
             grads = torch.autograd.grad(
                 loss, params, create_graph=True, allow_unused=True
             )
@@ -81,11 +81,9 @@ def train_step(model, data):
     handed to the model's Hessian optimizer."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
-    inner = probes_lib.hessian_optimizer(optimizer)
+    inner = hessian_optimizer(optimizer)
     model.zero_grad()
-    loss, y_pred = probes_lib.model_loss(
-        model, x, y, sample_weight, training=True
-    )
+    loss, y_pred = model_loss(model, x, y, sample_weight, training=True)
     model._loss_tracker.update_state(
         loss,
         sample_weight=next(i for i in tree.flatten(x) if i is not None).shape[
@@ -112,7 +110,7 @@ def train_step(model, data):
     else:
         hvps = [torch.zeros_like(p) for p in params]
     grads = [g.detach() for g in grads]
-    grads = probes_lib.skip_step_on_overflow(optimizer, grads, hvps)
+    grads = skip_step_on_overflow(optimizer, grads, hvps)
     with torch.no_grad(), inner.using_hessian(hvps, variables):
         optimizer.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

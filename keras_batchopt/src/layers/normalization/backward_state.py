@@ -36,17 +36,16 @@ Consequences, stated in each layer's docstring:
   Keras (`BatchOptimizer._averaged`).
 """
 
-import importlib
 import warnings
 
 import keras
 from keras import ops
 
+from keras_batchopt.src.backend import dispatch
+
 
 def _backend():
-    return importlib.import_module(
-        f"keras_batchopt.src.backend.{keras.backend.backend()}.custom_gradient"
-    )
+    return dispatch.backend_module("custom_gradient")
 
 
 def custom_vjp(forward, backward):

@@ -22,6 +22,7 @@ def _adan_kernel(
     v,
     n,
     prev,
+    *,
     clip,
     later,
     keep_1,
@@ -56,6 +57,17 @@ def _adan_kernel(
 
 _kernel = compile_utils.CompiledKernel(_adan_kernel, "Adan")
 
+# The kernel's scalars that `Adan._step_coefficients` computes.
+_COEFFICIENTS = (
+    "later",
+    "keep_1",
+    "keep_2",
+    "keep_3",
+    "step_m",
+    "step_v",
+    "bc3_sqrt",
+)
+
 
 can_use = compile_utils.can_use
 
@@ -72,37 +84,38 @@ def update_step(optimizer, grads, variables, learning_rate):
     else:
         clip = torch.ones((), device=device)
     b1, b2, b3 = optimizer.beta_1, optimizer.beta_2, optimizer.beta_3
+    constants = {
+        # `shrink` and `grow` are 1 for a variable that is not decayed (two
+        # distinct tensors: the compiled graph guards on aliasing between
+        # its inputs).
+        "shrink": 1.0,
+        "grow": 1.0,
+        "beta_2": b2,
+        "one_minus_beta_1": 1.0 - b1,
+        "one_minus_beta_2": 1.0 - b2,
+        "one_minus_beta_3": 1.0 - b3,
+        "epsilon": optimizer.epsilon,
+    }
     # The step's scalars, once per dtype (the same function as the generic
-    # path computes them with), then the constants.
+    # path computes them with), and the constants.
     scalars = {}
+    decays = {}
     for dtype in {p.dtype for p in values}:
         c = optimizer._step_coefficients(learning_rate, dtype)
-        # `no_*` are two distinct ones: the compiled graph guards on
-        # aliasing between its inputs.
-        no_shrink, no_grow, *constants = compile_utils.scalars(
-            [1.0, 1.0, b2, 1.0 - b1, 1.0 - b2, 1.0 - b3, optimizer.epsilon],
-            dtype,
-            device,
-        )
-        step = [c[k] for k in ("later", "keep_1", "keep_2", "keep_3")]
-        step += [c["step_m"], c["step_v"], c["bc3_sqrt"]]
-        scalars[dtype] = (
-            clip.to(dtype),
-            step,
-            constants,
-            no_shrink,
-            no_grow,
-            c["decay"],
-        )
+        tensors = compile_utils.scalars(list(constants.values()), dtype, device)
+        named = dict(zip(constants, tensors))
+        named.update({name: c[name] for name in _COEFFICIENTS})
+        named["clip"] = clip.to(dtype)
+        scalars[dtype] = named
+        decays[dtype] = c["decay"]
+    # Proximal decay divides by `grow`, decoupled decay multiplies `shrink`.
+    decay_slot = "shrink" if optimizer.no_prox else "grow"
     index = optimizer._get_variable_index
     kernel = _kernel.get(compile_utils.compile_now(optimizer))
     for variable, p, g in zip(variables, values, grads):
-        clip_, step, constants, shrink, grow, decay = scalars[p.dtype]
+        named = scalars[p.dtype]
         if optimizer._decays(variable):
-            if optimizer.no_prox:
-                shrink = decay
-            else:
-                grow = decay
+            named = {**named, decay_slot: decays[p.dtype]}
         i = index(variable)
         kernel(
             flat(p),
@@ -111,9 +124,5 @@ def update_step(optimizer, grads, variables, learning_rate):
             flat(optimizer._exp_avg_diffs[i].value),
             flat(optimizer._exp_avg_sqs[i].value),
             flat(optimizer._prev_grads[i].value),
-            clip_,
-            *step,
-            shrink,
-            grow,
-            *constants,
+            **named,
         )

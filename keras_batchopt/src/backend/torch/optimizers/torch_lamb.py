@@ -25,6 +25,7 @@ def _lamb_kernel(
     g,
     m,
     v,
+    *,
     beta_1,
     one_minus_beta_1,
     beta_2,
@@ -111,22 +112,23 @@ def update_step(optimizer, grads, variables, learning_rate):
         c = coefficients[dtype] = optimizer._step_coefficients(
             learning_rate, dtype
         )
-        constants = compile_utils.scalars(
-            [b1, 1.0 - b1, b2, 1.0 - b2], dtype, device
-        )
         # Distinct tensors for every slot: the compiled graph guards on
         # aliasing between its inputs.
-        epsilon, decay, no_decay = compile_utils.scalars(
-            [optimizer.epsilon, optimizer.weight_decay or 0.0, 0.0],
-            dtype,
-            device,
+        constants = {
+            "beta_1": b1,
+            "one_minus_beta_1": 1.0 - b1,
+            "beta_2": b2,
+            "one_minus_beta_2": 1.0 - b2,
+            "epsilon": optimizer.epsilon,
+        }
+        tensors = compile_utils.scalars(list(constants.values()), dtype, device)
+        named = dict(zip(constants, tensors))
+        named.update(bc_1=c["bc_1"], bc_2=c["bc_2"], lr=c["lr"])
+        # `weight_decay` is 0 for a variable that is not decayed.
+        decays = compile_utils.scalars(
+            [optimizer.weight_decay or 0.0, 0.0], dtype, device
         )
-        scalars[dtype] = (
-            constants,
-            [c["bc_1"], c["bc_2"], epsilon, c["lr"]],
-            decay,
-            no_decay,
-        )
+        scalars[dtype] = (named, decays)
     groups, large = compile_utils.split_by_size(variables, values, grads)
     for dtype, group in groups.items():
         _grouped_update(optimizer, group, coefficients[dtype], max_ratio)
@@ -134,16 +136,15 @@ def update_step(optimizer, grads, variables, learning_rate):
     index = optimizer._get_variable_index
     kernel = _kernel.get(compile_utils.compile_now(optimizer))
     for variable, p, g in large:
-        constants, step, decay, no_decay = scalars[p.dtype]
+        named, (decay, no_decay) = scalars[p.dtype]
         i = index(variable)
         kernel(
             flat(p),
             flat(g),
             flat(optimizer._momentums[i].value),
             flat(optimizer._velocities[i].value),
-            *constants,
-            *step,
-            decay if optimizer._decays(variable) else no_decay,
-            adapt_flags[optimizer._adapts[i]],
-            max_ratio,
+            **named,
+            weight_decay=decay if optimizer._decays(variable) else no_decay,
+            adapt=adapt_flags[optimizer._adapts[i]],
+            max_ratio=max_ratio,
         )

@@ -23,7 +23,7 @@ from keras_batchopt.src.ops.trust_ratio import trust_ratio
 
 
 def _scaled_step(
-    sum_of_norms, p, g, lr, weight_decay, adapt, coefficient, epsilon, larc
+    sum_of_norms, p, g, *, lr, weight_decay, adapt, coefficient, epsilon, larc
 ):
     """`learning_rate * r * d`, as in `Lars.update_step`."""
     d = g + p * weight_decay.to(p.dtype)
@@ -42,15 +42,15 @@ def _scaled_step(
     return d * scale
 
 
-def _lars_kernel(sum_of_norms, p, g, buf, lr, momentum, nesterov, *args):
-    step = _scaled_step(sum_of_norms, p, g, lr, *args)
+def _lars_kernel(sum_of_norms, p, g, buf, *, momentum, nesterov, **options):
+    step = _scaled_step(sum_of_norms, p, g, **options)
     buf.mul_(momentum).add_(step)
     # Nesterov: momentum * buf + step; classic: buf (times 1, plus 0).
     p.sub_(torch.where(nesterov, buf * momentum + step, buf))
 
 
-def _plain_kernel(sum_of_norms, p, g, lr, *args):
-    p.sub_(_scaled_step(sum_of_norms, p, g, lr, *args))
+def _plain_kernel(sum_of_norms, p, g, **options):
+    p.sub_(_scaled_step(sum_of_norms, p, g, **options))
 
 
 @functools.cache
@@ -153,15 +153,23 @@ def update_step(optimizer, grads, variables, learning_rate):
     for variable, p, g in large:
         lr, momentum = per_dtype[p.dtype]
         i = index(variable)
-        options = (
-            decay if optimizer._decays(variable) else no_decay,
-            yes if optimizer._adapts[i] else no,
-            coefficient,
-            epsilon,
-            larc,
-        )
+        options = {
+            "lr": lr,
+            "weight_decay": decay if optimizer._decays(variable) else no_decay,
+            "adapt": yes if optimizer._adapts[i] else no,
+            "coefficient": coefficient,
+            "epsilon": epsilon,
+            "larc": larc,
+        }
         if with_momentum:
             buf = flat(optimizer._momentums[i].value)
-            kernel(flat(p), flat(g), buf, lr, momentum, nesterov, *options)
+            kernel(
+                flat(p),
+                flat(g),
+                buf,
+                momentum=momentum,
+                nesterov=nesterov,
+                **options,
+            )
         else:
-            kernel(flat(p), flat(g), lr, *options)
+            kernel(flat(p), flat(g), **options)

@@ -18,10 +18,10 @@ from keras import ops
 
 from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.backend.torch.compile_utils import flat
-from keras_batchopt.src.optimizers.sgd_sai import gradient_snr
+from keras_batchopt.src.ops.gradient_snr import gradient_snr
 
 
-def _momentum_kernel(p, g, buf, lr, gsnr, momentum, dampening, decay, first):
+def _momentum_kernel(p, g, buf, *, lr, gsnr, momentum, dampening, decay, first):
     """The generic step's operations, in its order, in place."""
     averaged = buf * momentum + g * dampening
     buf.copy_(torch.where(first, g, averaged))
@@ -29,7 +29,7 @@ def _momentum_kernel(p, g, buf, lr, gsnr, momentum, dampening, decay, first):
     p.copy_(p * decay - step)
 
 
-def _plain_kernel(p, g, lr, gsnr, decay):
+def _plain_kernel(p, g, *, lr, gsnr, decay):
     p.copy_(p * decay - g * (lr * gsnr))
 
 
@@ -135,12 +135,12 @@ def update_step(optimizer, grads, variables, learning_rate):
                 flat(p),
                 flat(g),
                 buf,
-                lr,
-                gsnr,
-                momentum,
-                dampening,
-                factor,
-                flag,
+                lr=lr,
+                gsnr=gsnr,
+                momentum=momentum,
+                dampening=dampening,
+                decay=factor,
+                first=flag,
             )
         else:
-            kernel(flat(p), flat(g), lr, gsnr, factor)
+            kernel(flat(p), flat(g), lr=lr, gsnr=gsnr, decay=factor)
