@@ -93,14 +93,26 @@ def _clone(model, selected, make):
         pairs.append((layer, new, layer.name in selected))
         return new
 
-    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    def call(layer, *args, **kwargs):
+        # Keras's BatchNormalization was called with `mask=`; a replacement
+        # without a `mask` argument is called without it.
+        if "mask" in kwargs and not layer._call_has_mask_arg:
+            kwargs.pop("mask")
+        return layer(*args, **kwargs)
+
+    copy = keras.models.clone_model(
+        model,
+        clone_function=clone,
+        call_function=None if isinstance(model, keras.Sequential) else call,
+        recursive=True,
+    )
     for old, new, replaced in pairs:
         if not replaced:
             new.set_weights(old.get_weights())
             continue
         values = {v.name: v for v in old.weights}
         for variable in new.weights:
-            variable.assign(values[variable.name])
+            variable.assign(keras.ops.convert_to_numpy(values[variable.name]))
     return copy
 
 
@@ -118,6 +130,14 @@ def _warn_unreached(copy, cls):
             "Sequential models (nested ones included) can be replaced.",
             stacklevel=3,
         )
+
+
+def _from_config(cls, config):
+    """`cls(**config)`, with a serialized dtype policy deserialized (the
+    checks' ValueErrors pass unchanged, unlike with `from_config`)."""
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+    return cls(**config)
 
 
 def _target_class(layer_class):
@@ -217,7 +237,7 @@ def convert_batch_normalization(
         config = layer.get_config()
         config = {k: config[k] for k in SHARED_CONFIG if k in config}
         config.update(layer_kwargs)
-        return cls.from_config(config)
+        return _from_config(cls, config)
 
     copy = _clone(model, selected, make)
     if layer_names is None:
@@ -279,6 +299,6 @@ def to_batch_normalization(model, layer_names=None):
     def make(layer):
         config = layer.get_config()
         config = {k: config[k] for k in SHARED_CONFIG if k in config}
-        return keras.layers.BatchNormalization.from_config(config)
+        return _from_config(keras.layers.BatchNormalization, config)
 
     return _clone(model, selected, make)
