@@ -65,6 +65,15 @@ def _data(n=8, seed=1, shift=0.0):
     return (rng.normal(shift, 1.0 + shift, (n, 6, 6, 3))).astype("float32")
 
 
+def _assert_same_predictions(model, other, x):
+    np.testing.assert_allclose(
+        to_numpy(model.predict(x, verbose=0)),
+        to_numpy(other.predict(x, verbose=0)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
 def _types(model):
     return {layer.name: type(layer) for layer in _all_layers(model)}
 
@@ -82,12 +91,7 @@ def test_convert_replaces_every_batch_normalization_and_keeps_outputs():
     assert not any(t is keras.layers.BatchNormalization for t in types.values())
     assert isinstance(converted.get_layer("block"), keras.Sequential)
     x = _data()
-    np.testing.assert_allclose(
-        to_numpy(converted.predict(x, verbose=0)),
-        to_numpy(model.predict(x, verbose=0)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same_predictions(converted, model, x)
     np.testing.assert_allclose(
         to_numpy(converted(x)), to_numpy(model(x)), rtol=1e-6, atol=1e-6
     )
@@ -156,12 +160,7 @@ def test_convert_only_named_layers():
     assert types["bn_conv"] is keras.layers.BatchNormalization
     assert converted.get_layer("bn_dense").virtual_batch_size == 2
     x = _data()
-    np.testing.assert_allclose(
-        to_numpy(converted.predict(x, verbose=0)),
-        to_numpy(model.predict(x, verbose=0)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same_predictions(converted, model, x)
 
 
 def test_round_trip_carries_adapted_statistics():
@@ -185,12 +184,7 @@ def test_round_trip_carries_adapted_statistics():
         to_numpy(plain.get_layer("bn_conv").moving_mean), moved
     )
     x = _data(seed=3)
-    np.testing.assert_allclose(
-        to_numpy(plain.predict(x, verbose=0)),
-        to_numpy(ghost.predict(x, verbose=0)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same_predictions(plain, ghost, x)
     assert "keras_batchopt" not in plain.to_json()
 
 
@@ -206,12 +200,7 @@ def test_round_trip_through_alpha_bn_is_the_source_model():
         rtol=1e-3,
     )
     back = adaptation.to_batch_normalization(alpha)
-    np.testing.assert_allclose(
-        to_numpy(back.predict(x, verbose=0)),
-        to_numpy(model.predict(x, verbose=0)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same_predictions(back, model, x)
 
 
 def test_converted_model_saves_and_loads():

@@ -231,19 +231,24 @@ def test_alpha_bn_masking_layer_in_a_model():
     )
 
 
-def test_alpha_bn_training_is_keras_batch_normalization():
+@pytest.mark.parametrize("masked", [False, True])
+def test_alpha_bn_training_is_keras_batch_normalization(masked):
     """In training: Keras's BatchNormalization, outputs and moving
-    statistics."""
-    x = np.random.default_rng(5).normal(2.0, 3.0, (6, 3, 3, C))
-    x = x.astype("float32")
+    statistics (with a mask too)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(2.0, 3.0, (6, 3, 3, C)).astype("float32")
+    mask = None
+    if masked:
+        x = x.reshape(6, 9, C)
+        mask = rng.uniform(size=(6, 9)) < 0.6
     layer, source = _layer(0.3, momentum=0.8)
     keras_bn = keras.layers.BatchNormalization(momentum=0.8, epsilon=EPS)
     for m in (layer, keras_bn):
         m.build(x.shape)
         _set(m, source)
     np.testing.assert_allclose(
-        to_numpy(layer(x, training=True)),
-        to_numpy(keras_bn(x, training=True)),
+        to_numpy(layer(x, training=True, mask=mask)),
+        to_numpy(keras_bn(x, training=True, mask=mask)),
         rtol=RTOL,
         atol=ATOL,
     )

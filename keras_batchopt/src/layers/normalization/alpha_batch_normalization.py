@@ -74,7 +74,8 @@ class AlphaBatchNormalization(ChannelNormalization):
     spatial positions). An input with one value per channel (a `Dense`
     output at batch size 1) raises a ValueError when `alpha > 0` and the
     shape is known when the layer is called; where it is only known when
-    the model runs (a traced predict function), and where a mask leaves
+    the model runs (TensorFlow's predict function, once it has retraced
+    for a second batch size), and where a mask leaves
     fewer than two real tokens, that batch is normalized with the source
     statistics alone. A batch whose statistics are not finite (a NaN or
     Inf in it) is also normalized with the source statistics alone: its
