@@ -4,6 +4,7 @@ Optimizers, schedules and normalization layers from recent papers, written
 once in `keras.ops` and run on TensorFlow, JAX and PyTorch.
 """
 
+from keras_batchopt import adaptation as adaptation
 from keras_batchopt import batch_size as batch_size
 from keras_batchopt import config as config
 from keras_batchopt import curvature as curvature

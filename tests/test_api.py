@@ -40,6 +40,7 @@ def test_exported_class_docstring_has_the_house_sections(path):
             "keras_batchopt.batch_",
             "keras_batchopt.layers.",
             "keras_batchopt.curvature.",
+            "keras_batchopt.adaptation.",
         )
     ):
         for section in ("Example:", "References:"):
@@ -52,7 +53,8 @@ def test_exported_class_docstring_has_the_house_sections(path):
 
 
 @pytest.mark.parametrize(
-    "module", ["optimizers", "schedules", "layers", "curvature"]
+    "module",
+    ["optimizers", "schedules", "layers", "curvature", "adaptation"],
 )
 def test_public_names_are_all_exported(module):
     public = {

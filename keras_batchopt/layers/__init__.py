@@ -22,6 +22,9 @@ from keras_batchopt.src.layers.convolutional.ws_conv3d import (
     WSConv3D as WSConv3D,
 )
 from keras_batchopt.src.layers.convolutional.ws_dense import WSDense as WSDense
+from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (  # noqa: E501
+    AlphaBatchNormalization as AlphaBatchNormalization,
+)
 from keras_batchopt.src.layers.normalization.batch_channel_normalization import (  # noqa: E501
     BatchChannelNormalization as BatchChannelNormalization,
 )

@@ -21,6 +21,10 @@ LAYERS = {
         ),
         (6, 6, 8),
     ),
+    "alpha_bn": (
+        lambda: layers.AlphaBatchNormalization(alpha=0.3),
+        (6, 6, 8),
+    ),
     "bcn": (lambda: layers.BatchChannelNormalization(4), (6, 6, 8)),
     "bcn_batch": (
         lambda: layers.BatchChannelNormalization(2, batch_statistics="batch"),

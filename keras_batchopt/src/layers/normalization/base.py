@@ -66,6 +66,13 @@ class ChannelNormalization(keras.layers.Layer):
     # Layers whose input must have spatial axes set this to 3.
     min_rank = 2
 
+    # True where the layer's weights are those of
+    # keras.layers.BatchNormalization (gamma, beta, moving_mean,
+    # moving_variance, one per channel) and its inference with them is
+    # Keras's, at least for some setting: keras_batchopt.adaptation
+    # converts such layers to and from Keras's BatchNormalization.
+    batch_normalization_state = False
+
     def channel_axis(self, rank):
         """The channel axis as a non-negative int, checked against `rank`."""
         if rank < self.min_rank:

@@ -156,6 +156,8 @@ class GhostBatchNormalization(ChannelNormalization):
           of neural networks](https://arxiv.org/abs/1705.08741)
     """
 
+    batch_normalization_state = True
+
     def __init__(
         self,
         virtual_batch_size,
