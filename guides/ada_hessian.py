@@ -50,9 +50,7 @@ data = load_dataset(
 def as_images(x):
     """28 x 28 x 1 images (the 8 x 8 digits fallback is upsampled)."""
     if x.shape[1] != 28:
-        x = np.pad(
-            np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)]
-        )
+        x = np.pad(np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)])
     return x[..., None]
 
 
@@ -131,9 +129,7 @@ for name, make_optimizer in RUNS.items():
         metrics=["accuracy"],
     )
     start = time.time()
-    history = model.fit(
-        x_train, y_train, batch_size=128, epochs=EPOCHS, verbose=0
-    )
+    history = model.fit(x_train, y_train, batch_size=128, epochs=EPOCHS, verbose=0)
     seconds = time.time() - start
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     models[name] = model

@@ -91,9 +91,7 @@ model = keras.Sequential(
     ]
 )
 model.compile(
-    optimizer=keras_batchopt.optimizers.Adan(
-        learning_rate=1e-2, weight_decay=0.02
-    ),
+    optimizer=keras_batchopt.optimizers.Adan(learning_rate=1e-2, weight_decay=0.02),
     loss="mse",
 )
 history = model.fit(x_toy, y_toy, epochs=20, verbose=0)
@@ -131,9 +129,7 @@ def betas_from_paper(b1, b2, b3):
 
 beta_1, beta_2, beta_3 = betas_from_paper(0.02, 0.08, 0.01)
 print("Keras betas:", (beta_1, beta_2, beta_3))
-optimizer = keras_batchopt.optimizers.Adan(
-    beta_1=beta_1, beta_2=beta_2, beta_3=beta_3
-)
+optimizer = keras_batchopt.optimizers.Adan(beta_1=beta_1, beta_2=beta_2, beta_3=beta_3)
 
 """
 A second trap when comparing with other libraries: `optax.adan` (optax 0.2.8)
@@ -209,9 +205,7 @@ def final_test_accuracy(history):
     return history.history["val_accuracy"][-1]
 
 
-_, adamw_history = train(
-    keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.02)
-)
+_, adamw_history = train(keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.02))
 adan_model, adan_history = train(
     keras_batchopt.optimizers.Adan(learning_rate=5e-3, weight_decay=0.02)
 )

@@ -164,9 +164,7 @@ class Curve(keras.callbacks.Callback):
 def train(name, batch_size, test=None, learning_rate_schedule=None, **kw):
     keras.utils.set_random_seed(0)
     model = make_model()
-    model.compile(
-        optimizer=keras.optimizers.Adagrad(0.05), loss=LOSS, metrics=["acc"]
-    )
+    model.compile(optimizer=keras.optimizers.Adagrad(0.05), loss=LOSS, metrics=["acc"])
     dataset = bs.AdaptiveBatchDataset(
         x_train, y_train, batch_size=batch_size, max_batch_size=1024, seed=0
     )
@@ -243,9 +241,7 @@ right.set_xlabel("samples seen")
 right.set_ylabel("batch size")
 right.set_yscale("log", base=2)
 right.legend(fontsize=8)
-figure.savefig(
-    os.path.join(IMAGES, "batch_growth.png"), dpi=90, bbox_inches="tight"
-)
+figure.savefig(os.path.join(IMAGES, "batch_growth.png"), dpi=90, bbox_inches="tight")
 plt.close(figure)
 
 """

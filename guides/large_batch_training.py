@@ -353,9 +353,7 @@ NO_DECAY = ["bias", "gamma", "beta"]
 
 
 def make_optimizer(name, batch_size, **kwargs):
-    learning_rate = warmup_cosine(
-        scaled_learning_rate(name, batch_size), batch_size
-    )
+    learning_rate = warmup_cosine(scaled_learning_rate(name, batch_size), batch_size)
     if name == "AdamW":
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=0.01)
     elif name == "LAMB":
@@ -363,9 +361,7 @@ def make_optimizer(name, batch_size, **kwargs):
             learning_rate, weight_decay=0.01, **kwargs
         )
     elif name == "SGD":
-        optimizer = keras.optimizers.SGD(
-            learning_rate, momentum=0.9, weight_decay=1e-4
-        )
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=1e-4)
     else:
         optimizer = keras_batchopt.optimizers.Lars(
             learning_rate, momentum=0.9, weight_decay=1e-4, **kwargs

@@ -244,9 +244,7 @@ for shape in ("cosine", "inv_sqrt"):
         cooldown_steps=600,
         cooldown_shape=shape,
     )
-    axis.plot(
-        steps, evaluate(infinite[shape], steps), label=f"{shape} cooldown"
-    )
+    axis.plot(steps, evaluate(infinite[shape], steps), label=f"{shape} cooldown")
 for start in (1200, 2400):
     branch = infinite["cosine"].with_annealing(start, annealing_steps=300)
     axis.plot(
@@ -377,9 +375,7 @@ main = keras.optimizers.schedules.PiecewiseConstantDecay(
     [25 * epoch, 55 * epoch, 75 * epoch],
     [base, base / 10, base / 100, base / 1000],
 )
-warm = schedules.GradualWarmup(
-    main, warmup_steps=5 * epoch, start_learning_rate=0.1
-)
+warm = schedules.GradualWarmup(main, warmup_steps=5 * epoch, start_learning_rate=0.1)
 steps = np.arange(0, 90 * epoch, 15)
 figure, axis = plt.subplots(figsize=(7, 3.5))
 axis.plot(
@@ -440,9 +436,7 @@ class BatchLoss(keras.callbacks.Callback):
 
 x, y = load_digits(return_X_y=True)
 x = (x / 16.0).astype("float32")
-x_train, x_test, y_train, y_test = train_test_split(
-    x, y, test_size=0.3, random_state=0
-)
+x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0)
 epochs = 3 if QUICK else 30
 batch = 64
 steps_per_epoch = int(np.ceil(len(x_train) / batch))
@@ -497,9 +491,7 @@ figure, axis = plt.subplots(figsize=(7, 3.5))
 for name, losses in curves.items():
     (line,) = axis.plot(losses, alpha=0.25)
     smooth = np.convolve(losses, np.ones(10) / 10, mode="valid")
-    axis.plot(
-        np.arange(9, len(losses)), smooth, color=line.get_color(), label=name
-    )
+    axis.plot(np.arange(9, len(losses)), smooth, color=line.get_color(), label=name)
 axis.axvline(decay_start, color="gray", linestyle=":", label="decay starts")
 axis.set_yscale("log")
 axis.set_xlabel("step")

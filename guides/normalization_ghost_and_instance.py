@@ -52,9 +52,7 @@ def as_images(x):
     fallback when Fashion-MNIST is not installed, are upsampled to 24 x 24
     and padded."""
     if x.shape[1] != 28:
-        x = np.pad(
-            np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)]
-        )
+        x = np.pad(np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)])
     return x[..., None]
 
 
@@ -128,9 +126,7 @@ runs = {
 ghost_model = None
 for name, (batch_size, learning_rate, norm) in runs.items():
     n_epochs = epochs if batch_size == 64 else large_epochs
-    model = train(
-        lambda: make_model(norm, norm), batch_size, n_epochs, learning_rate
-    )
+    model = train(lambda: make_model(norm, norm), batch_size, n_epochs, learning_rate)
     _, accuracy = model.evaluate(x_test, y_test, batch_size=500, verbose=0)
     print(f"{name:28s} lr {learning_rate:.4f}  test accuracy {accuracy:.4f}")
     if "ghost" in name:

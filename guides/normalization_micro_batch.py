@@ -52,9 +52,7 @@ def as_images(x):
     fallback when Fashion-MNIST is not installed, are upsampled to 24 x 24
     and padded."""
     if x.shape[1] != 28:
-        x = np.pad(
-            np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)]
-        )
+        x = np.pad(np.kron(x, np.ones((1, 3, 3), x.dtype)), [(0, 0), (2, 2), (2, 2)])
     return x[..., None]
 
 

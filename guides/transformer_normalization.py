@@ -173,9 +173,7 @@ NORMS = {
     "PowerNormalization": lambda: layers.PowerNormalization(
         warmup_steps=WARMUP, groups=NUM_HEADS
     ),
-    "UnifiedNormalization": lambda: layers.UnifiedNormalization(
-        warmup_steps=WARMUP
-    ),
+    "UnifiedNormalization": lambda: layers.UnifiedNormalization(warmup_steps=WARMUP),
     "ProgressiveRepBN": lambda: layers.ProgressiveRepBN(
         total_steps=max(1, 6 * STEPS // 10), warmup_steps=WARMUP
     ),
@@ -197,15 +195,11 @@ class PositionEmbedding(keras.layers.Layer):
 
 def make_model(make_norm):
     tokens = keras.Input((SEQUENCE_LENGTH,), dtype="int32")
-    x = keras.layers.Embedding(vocabulary_size, EMBED_DIM, mask_zero=True)(
-        tokens
-    )
+    x = keras.layers.Embedding(vocabulary_size, EMBED_DIM, mask_zero=True)(tokens)
     x = PositionEmbedding(SEQUENCE_LENGTH, EMBED_DIM)(x)
     for _ in range(NUM_BLOCKS):
         h = make_norm()(x)
-        h = keras.layers.MultiHeadAttention(NUM_HEADS, EMBED_DIM // NUM_HEADS)(
-            h, h
-        )
+        h = keras.layers.MultiHeadAttention(NUM_HEADS, EMBED_DIM // NUM_HEADS)(h, h)
         x = keras.layers.Add()([x, h])
         h = make_norm()(x)
         h = keras.layers.Dense(MLP_DIM, activation="gelu")(h)

@@ -36,7 +36,8 @@ floor() {  # what leans on Keras's API, against the Keras floor. Formulas
     # optimizers' oracle trajectories, whose Keras surface, `apply`, every
     # contract case covers here); their Keras integration runs here: the
     # optimizer contract and fast paths, AdaHessian's training step (built
-    # on Keras's trainers), schedules, batch sizes, the API, the layers'
+    # on Keras's trainers), schedules, batch sizes, the API and string
+    # names (resolved by Keras's deserialization), the layers'
     # contract, and the backward-pass state with every optimizer (EMA
     # and loss scaling treat it differently before Keras 3.10).
     local oracles=()
@@ -45,7 +46,8 @@ floor() {  # what leans on Keras's API, against the Keras floor. Formulas
     done
     run "keras-$KERAS_FLOOR-$1" "$1" "$floor_dir" \
         tests/optimizers "${oracles[@]}" tests/schedules tests/batch_size \
-        tests/test_api.py tests/layers/test_keras_contract.py \
+        tests/test_api.py tests/test_string_names.py \
+        tests/layers/test_keras_contract.py \
         "tests/layers/test_transformer_normalization.py::test_backward_state_with_every_optimizer" \
         "${@:2}"
 }

@@ -101,6 +101,12 @@ class Lamb(BatchOptimizer):
           default (use Keras's `global_clipnorm=1.0` here).
           `pytorch_optimizer.Lamb` has no bias correction, decoupled decay
           and a weight norm clamped at 10 by default: a different variant.
+        - **String name.** `"lamb"` is left to Keras, whose
+          `keras.optimizers.Lamb` owns it (Keras 3.8 to 3.15 do not resolve
+          it: `compile(optimizer="lamb")` raises, with or without this
+          package). This class, with its defaults, is
+          `compile(optimizer="keras_batchopt>Lamb")`, its registered name;
+          the package's other optimizers have snake_case names (`"adan"`).
         - **Norms** are computed in float32 whatever the variable's dtype.
         - **Speed.** On the torch backend a compiled in-place kernel runs per
           large variable (norms and update in one call) and small variables
