@@ -65,6 +65,23 @@ lane_b() {
     run jax jax "" tests "$@"
     run torch torch "" tests "$@"
 }
+# Beside the lanes, the checks of what users get rather than of the code
+# (the package built and installed per backend extra; the API site and the
+# notebooks): they mostly wait on downloads and disk. Skipped when pytest
+# arguments narrow the run, unless KERAS_BATCHOPT_CHECK_RELEASE=1.
+release_checks() {
+    {
+        echo
+        echo "=== release checks (scripts/check_package.sh) ==="
+        bash "$ROOT/scripts/check_package.sh" \
+            || echo "FAILED: check_package" >>"$reports/failed"
+    } >"$reports/release.log" 2>&1
+}
+release_pid=""
+if [ "$#" -eq 0 ] || [ "${KERAS_BATCHOPT_CHECK_RELEASE:-0}" = "1" ]; then
+    release_checks &
+    release_pid=$!
+fi
 start=$SECONDS
 if [ "${KERAS_BATCHOPT_TEST_LANES:-2}" = "1" ]; then
     lane_a "$@"
@@ -76,8 +93,12 @@ else
     pid_b=$!
     wait "$pid_a" "$pid_b" || true
 fi
+if [ -n "$release_pid" ]; then
+    wait "$release_pid" || true
+fi
 for name in tensorflow jax torch "keras-$KERAS_FLOOR-tensorflow" \
-    "keras-$KERAS_FLOOR-torch"; do
+    "keras-$KERAS_FLOOR-torch" release; do
+    [ "$name" = release ] && [ -z "$release_pid" ] && continue
     cat "$reports/$name.log" || echo "(no log for $name)"
 done
 echo
