@@ -214,7 +214,7 @@ def _add_run_options(add):
         action="store_true",
         help=(
             "first pick each optimizer's learning rate from a grid, on a "
-            f"{runner.VALIDATION_FRACTION:.0%} validation split of the "
+            f"{100 * runner.VALIDATION_FRACTION:.0f}%% validation split of the "
             "training set"
         ),
     )
@@ -263,7 +263,7 @@ def make_parser():
             "with --layers, each normalization layer), once per seed, on "
             "the backend named by KERAS_BACKEND. Prints, per optimizer, the "
             "mean and standard deviation over seeds of the final test "
-            "accuracy and loss, a 95%% t interval of the mean accuracy, "
+            "accuracy and loss, a 95% t interval of the mean accuracy, "
             f"and {stats.TEST_NAME} against the baseline (* at p < "
             f"{stats.ALPHA:g}). Writes results.json, results.csv, "
             "table.txt and curves.png to --output-dir."
@@ -271,6 +271,7 @@ def make_parser():
     )
     _add_job_options(compare.add_argument)
     _add_run_options(compare.add_argument)
+    parser.commands = {"compare": compare}
     return parser
 
 
@@ -386,11 +387,12 @@ def main(argv=None):
     """Runs the `keras-batchopt` command; returns the exit status."""
     parser = make_parser()
     args = parser.parse_args(argv)
+    parser = parser.commands[args.command]
     _check_options(parser, args)
     job, kwargs = _options(args)
     try:
         job(**kwargs)
     except data.DatasetUnavailableError as e:
-        print(f"{parser.prog} compare: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     return 0

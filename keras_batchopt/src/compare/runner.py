@@ -24,6 +24,7 @@ import time
 import keras
 import numpy as np
 
+from keras_batchopt.curvature import enable_hessian_training
 from keras_batchopt.src.compare import catalog
 from keras_batchopt.src.compare import data
 from keras_batchopt.src.compare import report as reporting
@@ -34,7 +35,6 @@ from keras_batchopt.src.compare.catalog import optimizer_settings
 from keras_batchopt.src.compare.models import MODELS
 from keras_batchopt.src.compare.models import build_model
 from keras_batchopt.src.compare.report import plot_curves
-from keras_batchopt.curvature import enable_hessian_training
 
 __all__ = [
     "DEFAULT_OPTIMIZERS",
