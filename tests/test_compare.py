@@ -226,7 +226,13 @@ def test_quick_run_with_seeds(tmp_path, capsys):
     assert f"backend: {BACKEND}" in out
     assert "ada_hessian, seed 1" in out
     header = next(line for line in out.splitlines() if "test acc" in line)
-    for column in ("optimizer", "95% CI", "Δ acc", "steps to 95%", "ms/step"):
+    for column in (
+        "optimizer",
+        "95% CI",
+        "diff acc",
+        "steps to 95%",
+        "ms/step",
+    ):
         assert column in header
     assert stats.TEST_NAME in out
     rows = [line.split()[0] for line in out.splitlines() if line.strip()]

@@ -229,6 +229,7 @@ def _add_run_options(add):
     )
     add(
         "--baseline",
+        type=str.lower,
         metavar="NAME",
         help=(
             "optimizer or layer the others are tested against, or best "

@@ -186,7 +186,7 @@ def _pm(mean, std, digits=4):
         return "nan"
     if std is None or not math.isfinite(std):
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
 def _test_cells(r, metric):
@@ -232,12 +232,12 @@ def format_table(report):
     headers = ["batch", "layer"] if layers else ["optimizer"]
     headers += [
         "lr",
-        "test acc (mean ± sd)",
+        "test acc (mean +- sd)",
         "95% CI",
-        "Δ acc",
+        "diff acc",
         "p",
-        "test loss (mean ± sd)",
-        "Δ loss",
+        "test loss (mean +- sd)",
+        "diff loss",
         "p",
         f"steps to {c['target_accuracy']:.0%}",
         "ms/step",
@@ -266,9 +266,9 @@ def _notes(report):
     if c["epochs"] == 1:
         timed = "in the one epoch, first evaluation interval left out"
     notes = [
-        f"Final test metrics, mean ± sample standard deviation over {n} "
+        f"Final test metrics, mean +- sample standard deviation over {n} "
         f"seed(s); 95% CI: Student t interval of the mean accuracy.",
-        f"Δ: difference of the mean from the baseline ({', '.join(bases)}"
+        f"diff: difference of the mean from the baseline ({', '.join(bases)}"
         f"{where}); p: {stats.TEST_NAME} (unequal variances), "
         f"* = significant at p < {stats.ALPHA:g}, uncorrected for the "
         f"number of comparisons.",
