@@ -315,9 +315,13 @@ def plot_curves(report, path):
     axes = fig.subplots(len(groups), 2, squeeze=False)
     target = report["config"]["target_accuracy"]
     for (group, rows), (ax_acc, ax_loss) in zip(groups.items(), axes):
-        for r in rows:
-            _band(ax_acc, r["curves"], x_key, "test_accuracy", r["name"])
-            _band(ax_loss, r["curves"], x_key, "train_loss", r["name"])
+        for i, r in enumerate(rows):
+            # Ten colours, then the same colours dashed, then dotted.
+            style = dict(
+                color=f"C{i % 10}", linestyle=("-", "--", ":")[i // 10 % 3]
+            )
+            for ax, key in ((ax_acc, "test_accuracy"), (ax_loss, "train_loss")):
+                _band(ax, r["curves"], x_key, key, r["name"], style)
         ax_acc.axhline(target, color="gray", linestyle="--", linewidth=1)
         xlabel = "epoch" if x_key == "epoch" else "training step"
         title = f"{group}: " if group else ""
@@ -336,11 +340,11 @@ def plot_curves(report, path):
     return path
 
 
-def _band(ax, curves, x_key, key, label):
+def _band(ax, curves, x_key, key, label, style):
     x = np.asarray(curves[x_key], dtype="float64")
     mean = np.asarray(curves[f"{key}_mean"], dtype="float64")
     start = 1 if key == "train_loss" else 0
-    (line,) = ax.plot(x[start:], mean[start:], label=label)
+    (line,) = ax.plot(x[start:], mean[start:], label=label, **style)
     if curves[f"{key}_std"] is not None:
         std = np.asarray(curves[f"{key}_std"], dtype="float64")
         ax.fill_between(
