@@ -378,7 +378,8 @@ def _tune(job, entries, grid, verbose):
     for i, entry in enumerate(entries):
         trials = []
         for factor in grid:
-            rate = entry["learning_rate"] * factor
+            # 12 digits: 0.15 * 3 is 0.45, not 0.44999999999999996.
+            rate = float(f"{entry['learning_rate'] * factor:.12g}")
             if verbose:
                 print(
                     f"\n[tune {i + 1}/{len(entries)}] {entry['name']} at "
