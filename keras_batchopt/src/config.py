@@ -71,10 +71,14 @@ def torch_compile_mode():
       same in-place torch operations, no compile pause) until its eager
       updates have taken ``TORCH_COMPILE_AFTER_SECONDS`` in total, about
       what compiling the kernel costs on a cold cache, then the kernel
-      compiled by ``torch.compile``. A small model or a short run never
-      pays for a compilation it would not earn back; a long run on a large
-      model pays at most about twice what it would with the best choice
-      made in advance (the rent-or-buy rule).
+      compiled by ``torch.compile`` for its variables of more than 32768
+      elements; smaller variables stay eager (multi-tensor operations),
+      where the eager kernel is as fast or faster (the measured
+      break-even per variable lies between 4096 and 32768 elements; see
+      ``benchmarks/torch_compile_policy.py``). A small model or a short
+      run never pays for a compilation it would not earn back; a long run
+      on a large model pays at most about twice what the best choice made
+      in advance would cost (the rent-or-buy rule).
     - ``"always"``: the compiled kernel from the first step.
     - ``"never"``: the eager kernel only.
 

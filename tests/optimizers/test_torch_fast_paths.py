@@ -188,7 +188,8 @@ def test_one_compiled_graph_serves_all_shapes_and_options(case, monkeypatch):
 @pytest.mark.parametrize("case", FAST_CASES, ids=str)
 def test_auto_compiles_only_after_the_eager_time_budget(case, monkeypatch):
     """ "auto" runs the eager kernel (no compile pause) until the
-    optimizer's eager updates have taken the budget, then compiled."""
+    optimizer's eager updates have taken the budget, then the compiled
+    one, for variables of more than GROUP_MAX_NUMEL elements only."""
     uses = []
     real_get = compile_utils.CompiledKernel.get
 
@@ -198,10 +199,11 @@ def test_auto_compiles_only_after_the_eager_time_budget(case, monkeypatch):
 
     monkeypatch.setattr(compile_utils.CompiledKernel, "get", recording_get)
     keras_batchopt.config.set_torch_compile("auto")
-    variables = [keras.Variable(np.ones((64, 8), "float32"))]
+    large = (compile_utils.GROUP_MAX_NUMEL // 64 + 1, 64)
+    variables = [keras.Variable(np.ones(large, "float32"))]
     optimizer = case.make()
     for _ in range(3):
-        optimizer.apply([keras.ops.ones((64, 8))], variables)
+        optimizer.apply([keras.ops.ones(large)], variables)
     assert uses and not any(uses)
     spent = optimizer._torch_eager_update_seconds
     assert spent > 0
@@ -209,9 +211,12 @@ def test_auto_compiles_only_after_the_eager_time_budget(case, monkeypatch):
         keras_batchopt.src.config, "TORCH_COMPILE_AFTER_SECONDS", spent
     )
     uses.clear()
-    optimizer.apply([keras.ops.ones((64, 8))], variables)
+    optimizer.apply([keras.ops.ones(large)], variables)
     assert uses and all(uses)
     assert optimizer._torch_eager_update_seconds == spent
+    # Small variables stay eager in "auto", whatever the time spent.
+    assert not compile_utils.compile_now(optimizer, numel=4096)
+    assert compile_utils.compile_now(optimizer, numel=large[0] * large[1])
 
 
 def test_compile_mode_switch_and_its_errors():

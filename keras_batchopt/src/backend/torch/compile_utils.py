@@ -64,16 +64,21 @@ class CompiledKernel:
             return self._fn(*args, **kwargs)
 
 
-def compile_now(optimizer):
-    """Whether `optimizer`'s next fast-path update runs compiled kernels.
+def compile_now(optimizer, numel=None):
+    """Whether `optimizer`'s fast-path update runs a compiled kernel now.
 
     `config.torch_compile_mode()` decides: "always", "never", or "auto":
     compiled once the optimizer's eager updates have taken
-    `config.TORCH_COMPILE_AFTER_SECONDS` in total (see `eager_timed`).
+    `config.TORCH_COMPILE_AFTER_SECONDS` in total (see `eager_timed`), and
+    then only for variables of more than `GROUP_MAX_NUMEL` elements
+    (`numel`): below that, one compiled call costs more than the eager
+    kernel it replaces, so small variables stay eager for good.
     """
     mode = config.torch_compile_mode()
     if mode != "auto":
         return mode == "always"
+    if numel is not None and numel <= GROUP_MAX_NUMEL:
+        return False
     spent = getattr(optimizer, "_torch_eager_update_seconds", 0.0)
     return spent >= config.TORCH_COMPILE_AFTER_SECONDS
 

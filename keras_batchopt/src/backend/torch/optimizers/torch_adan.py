@@ -111,8 +111,8 @@ def update_step(optimizer, grads, variables, learning_rate):
     # Proximal decay divides by `grow`, decoupled decay multiplies `shrink`.
     decay_slot = "shrink" if optimizer.no_prox else "grow"
     index = optimizer._get_variable_index
-    kernel = _kernel.get(compile_utils.compile_now(optimizer))
     for variable, p, g in zip(variables, values, grads):
+        kernel = _kernel.get(compile_utils.compile_now(optimizer, p.numel()))
         named = scalars[p.dtype]
         if optimizer._decays(variable):
             named = {**named, decay_slot: decays[p.dtype]}
