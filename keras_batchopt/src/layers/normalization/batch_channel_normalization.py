@@ -88,6 +88,11 @@ class BatchChannelNormalization(ChannelNormalization):
         inputs: a tensor of rank >= 3 (batch, spatial axes, channels).
         training: whether to update the moving statistics (and, with
             `"batch"`, to normalize with the batch statistics).
+        mask: an optional boolean mask of the input's shape without the
+            channel axis (Keras's masking, True for a real position). The
+            batch statistics are then over the real positions only, as
+            in `keras.layers.BatchNormalization`, and so are each
+            sample's group statistics; the mask is passed on.
 
     Returns:
         A tensor of the same shape, in the layer's compute dtype.
@@ -112,6 +117,16 @@ class BatchChannelNormalization(ChannelNormalization):
         constant `momentum`. Its batch part's epsilon is fixed at 1e-5
         there; here one `epsilon` serves both parts. The official BN part
         is PyTorch's, so the moving variance of `"batch"` is unbiased.
+
+        A masked position takes no part in any statistic: not in the batch
+        part (as in Keras's BatchNormalization), and not in the group part
+        either, in training and inference alike, so that the output at
+        the real positions does not depend on the padding. Keras's
+        GroupNormalization passes a mask on but counts the padding in its
+        statistics; this layer does not. A sample without a real position
+        is normalized with group mean 0 and variance 0 (no NaN) and takes
+        no part in the batch statistics. Outputs at masked positions mean
+        nothing.
 
     References:
         - Qiao, Wang, Liu, Shen and Yuille, 2019, [Micro-Batch Training

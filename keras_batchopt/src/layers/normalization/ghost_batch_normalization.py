@@ -108,6 +108,11 @@ class GhostBatchNormalization(ChannelNormalization):
         inputs: a tensor of rank >= 2, batch first.
         training: whether to use ghost-batch statistics (and update the
             moving statistics) or the moving statistics.
+        mask: an optional boolean mask of the input's shape without the
+            channel axis (Keras's masking, True for a real position). In
+            training, each ghost batch's statistics are then over its
+            real positions only, as in `keras.layers.BatchNormalization`;
+            the mask is passed on to the next layer.
 
     Returns:
         A tensor of the same shape, in the layer's compute dtype.
@@ -135,6 +140,16 @@ class GhostBatchNormalization(ChannelNormalization):
         (tested). Unlike tf-keras 2, the batch size need not divide by
         `virtual_batch_size`, inference ignores the ghost batches (keras
         #15790) and the layer saves and loads (keras #16713).
+
+        With a mask, `"mean"` weighs each ghost batch by its number of
+        real values, and `"sequential"` takes the unbiased variance with
+        that number. A ghost batch without a real position is normalized
+        with mean 0 and variance 0 (no NaN) and takes no part in the
+        moving statistics: `"mean"` gives it weight 0, `"sequential"`
+        skips its update. A batch without any real position moves the
+        moving statistics towards 0, as Keras's BatchNormalization does.
+        Outputs at masked positions are normalized with their ghost
+        batch's statistics and mean nothing.
 
     References:
         - Hoffer, Hubara and Soudry, 2017, [Train longer, generalize

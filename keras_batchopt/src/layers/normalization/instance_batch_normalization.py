@@ -55,6 +55,11 @@ class InstanceBatchNormalization(ChannelNormalization):
     Call arguments:
         inputs: a tensor of rank >= 3 (batch, spatial axes, channels).
         training: whether the batch channels use batch statistics.
+        mask: an optional boolean mask of the input's shape without the
+            channel axis (Keras's masking, True for a real position). The
+            batch statistics are then over the real positions only, as
+            in `keras.layers.BatchNormalization`, and so are the instance
+            statistics; the mask is passed on.
 
     Returns:
         A tensor of the same shape, in the layer's compute dtype.
@@ -77,6 +82,16 @@ class InstanceBatchNormalization(ChannelNormalization):
         drops the channels after the second; this layer keeps all of
         them, the first `int(channels * ratio)` through instance
         normalization and the rest through batch normalization.
+
+        A masked position takes no part in any statistic: not in the batch
+        channels' (as in Keras's BatchNormalization), and not in the
+        instance channels' either, in training and inference alike, so
+        that the output at the real positions does not depend on the
+        padding. Keras's GroupNormalization (`groups=-1` is instance
+        normalization) passes a mask on but counts the padding in its
+        statistics; this layer does not. A sample without a real position
+        gets instance mean 0 and variance 0 (no NaN) and takes no part in
+        the batch statistics. Outputs at masked positions mean nothing.
 
     References:
         - Pan, Luo, Shi and Tang, 2018, [Two at Once: Enhancing Learning
