@@ -199,20 +199,18 @@ class BatchChannelNormalization(ChannelNormalization):
                     batch_mean, batch_variance, mean, variance
                 )
             else:
-                statistics.moving_average(
-                    self.moving_mean,
-                    ops.reshape(batch_mean, (-1,)),
-                    self.momentum,
-                )
-                statistics.moving_average(
-                    self.moving_variance,
-                    statistics.unbiased(
-                        ops.reshape(batch_variance, (-1,)),
-                        statistics.batch_count(count, weights, x),
-                    ),
-                    self.momentum,
-                )
                 mean, variance = batch_mean, batch_variance
+                statistics.moving_average(
+                    self.moving_mean, ops.reshape(mean, (-1,)), self.momentum
+                )
+                # PyTorch's unbiased update, over the real values.
+                total = statistics.batch_count(count, weights, x)
+                unbiased = statistics.unbiased(
+                    ops.reshape(variance, (-1,)), total
+                )
+                statistics.moving_average(
+                    self.moving_variance, unbiased, self.momentum
+                )
         gamma = self.read(self.gamma, x.dtype)
         beta = self.read(self.beta, x.dtype)
         scale, offset = statistics.scale_and_offset(
