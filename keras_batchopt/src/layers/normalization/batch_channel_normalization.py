@@ -88,6 +88,11 @@ class BatchChannelNormalization(ChannelNormalization):
         inputs: a tensor of rank >= 3 (batch, spatial axes, channels).
         training: whether to update the moving statistics (and, with
             `"batch"`, to normalize with the batch statistics).
+        mask: an optional boolean mask of the input's shape without the
+            channel axis (Keras's masking, True for a real position). The
+            batch statistics are then over the real positions only, as
+            in `keras.layers.BatchNormalization`, and so are each
+            sample's group statistics; the mask is passed on.
 
     Returns:
         A tensor of the same shape, in the layer's compute dtype.
@@ -113,6 +118,16 @@ class BatchChannelNormalization(ChannelNormalization):
         there; here one `epsilon` serves both parts. The official BN part
         is PyTorch's, so the moving variance of `"batch"` is unbiased.
 
+        A masked position takes no part in any statistic: not in the batch
+        part (as in Keras's BatchNormalization), and not in the group part
+        either, in training and inference alike, so that the output at
+        the real positions does not depend on the padding. Keras's
+        GroupNormalization passes a mask on but counts the padding in its
+        statistics; this layer does not. A sample without a real position
+        is normalized with group mean 0 and variance 0 (no NaN) and takes
+        no part in the batch statistics. Outputs at masked positions mean
+        nothing.
+
     References:
         - Qiao, Wang, Liu, Shen and Yuille, 2019, [Micro-Batch Training
           with Batch-Channel Normalization and Weight Standardization](
@@ -137,6 +152,7 @@ class BatchChannelNormalization(ChannelNormalization):
         self.batch_statistics = validation.check_one_of(
             "batch_statistics", batch_statistics, BATCH_STATISTICS
         )
+        self.supports_masking = True
 
     def build(self, input_shape):
         channels = self.channels(input_shape)
@@ -152,62 +168,49 @@ class BatchChannelNormalization(ChannelNormalization):
         )
         self.build_moving_statistics(channels)
 
-    def call(self, inputs, training=None):
-        # Both parts need only each sample's per-channel moments: the batch
-        # moments follow from them, and so do the group moments of the
-        # batch part's output, an affine map of the input per channel. The
-        # input is then read once more, for one fused affine map.
+    def call(self, inputs, training=None, mask=None):
+        # Both parts need only each sample's per-channel moments (over its
+        # real positions): the batch moments follow from them, and so do
+        # the group moments of the batch part's output, an affine map of
+        # the input per channel. The input is then read once more, for one
+        # fused affine map.
+        statistics.check_mask(mask, inputs)
         x = statistics.upcast(inputs)
         rank = len(x.shape)
         axis = self.channel_axis(rank)
         channels = x.shape[axis]
         shape = statistics.channel_shape(rank, axis, channels)
         spatial = statistics.reduction_axes(rank, axis)
-        sample_mean, sample_variance = ops.moments(x, spatial, keepdims=True)
+        weights = statistics.mask_weights(mask, x, axis)
+        sample_mean, sample_variance, count = statistics.weighted_moments(
+            x, weights, spatial
+        )
         mean = ops.reshape(ops.cast(self.moving_mean, x.dtype), shape)
         variance = ops.reshape(ops.cast(self.moving_variance, x.dtype), shape)
         if self.is_training(training):
-            batch_mean = statistics.mean(sample_mean, 0, keepdims=True)
-            batch_variance = statistics.mean(
-                sample_variance + ops.square(sample_mean - batch_mean),
+            batch_mean, batch_variance = statistics.pooled_moments(
+                sample_mean,
+                sample_variance,
+                None if weights is None else count,
                 0,
-                keepdims=True,
             )
             if self.batch_statistics == "estimated":
-                # No gradient through the estimated statistics; the
-                # variance is taken around the old moving mean:
-                # mean((x - old)^2) = var + (mean - old)^2.
-                batch_mean = ops.stop_gradient(batch_mean)
-                batch_variance = ops.stop_gradient(batch_variance)
-                around_old = batch_variance + ops.square(batch_mean - mean)
-                mean = mean * self.momentum + batch_mean * (1 - self.momentum)
-                variance = variance * self.momentum + around_old * (
-                    1 - self.momentum
+                mean, variance = self._estimate(
+                    batch_mean, batch_variance, mean, variance
                 )
-                for variable, value in (
-                    (self.moving_mean, mean),
-                    (self.moving_variance, variance),
-                ):
-                    variable.assign(
-                        ops.cast(ops.reshape(value, (-1,)), variable.dtype)
-                    )
             else:
-                count = 1
-                for i in [0] + spatial:
-                    count = count * ops.shape(x)[i]
-                statistics.moving_average(
-                    self.moving_mean,
-                    ops.reshape(batch_mean, (-1,)),
-                    self.momentum,
-                )
-                statistics.moving_average(
-                    self.moving_variance,
-                    statistics.unbiased(
-                        ops.reshape(batch_variance, (-1,)), count
-                    ),
-                    self.momentum,
-                )
                 mean, variance = batch_mean, batch_variance
+                statistics.moving_average(
+                    self.moving_mean, ops.reshape(mean, (-1,)), self.momentum
+                )
+                # PyTorch's unbiased update, over the real values.
+                total = statistics.batch_count(count, weights, x)
+                unbiased = statistics.unbiased(
+                    ops.reshape(variance, (-1,)), total
+                )
+                statistics.moving_average(
+                    self.moving_variance, unbiased, self.momentum
+                )
         gamma = self.read(self.gamma, x.dtype)
         beta = self.read(self.beta, x.dtype)
         scale, offset = statistics.scale_and_offset(
@@ -249,6 +252,23 @@ class BatchChannelNormalization(ChannelNormalization):
             offset * group_scale + group_offset
         )
         return ops.cast(outputs, self.compute_dtype)
+
+    def _estimate(self, batch_mean, batch_variance, mean, variance):
+        """EstBN: the moving statistics moved towards the batch ones, with
+        the variance around the old moving mean, `mean((x - old)^2) = var
+        + (mean - old)^2`; assigned and returned. No gradient flows
+        through the batch statistics."""
+        batch_mean = ops.stop_gradient(batch_mean)
+        batch_variance = ops.stop_gradient(batch_variance)
+        around_old = batch_variance + ops.square(batch_mean - mean)
+        mean = mean * self.momentum + batch_mean * (1 - self.momentum)
+        variance = variance * self.momentum + around_old * (1 - self.momentum)
+        for variable, value in (
+            (self.moving_mean, mean),
+            (self.moving_variance, variance),
+        ):
+            variable.assign(ops.cast(ops.reshape(value, (-1,)), variable.dtype))
+        return mean, variance
 
     def get_config(self):
         config = super().get_config()

@@ -8,61 +8,47 @@ from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 MOVING_STATISTICS = ("mean", "sequential")
 
 
-def ghost_moments(x, virtual_batch_size, axis):
+def ghost_moments(x, virtual_batch_size, axis, mask=None):
     """Mean and biased variance of each ghost batch.
 
     The batch is cut into contiguous ghost batches of `virtual_batch_size`
-    samples; the last one holds the remainder. Returns a dict with `x`
+    samples; the last one holds the remainder. With a Keras `mask`, only
+    the real positions of each ghost batch count. Returns a dict with `x`
     reshaped to `(ghosts, virtual_batch_size, ...)` (zero-padded when the
     batch does not divide), the moments of shape `(ghosts, 1, ...)`, the
-    number of samples of each ghost batch, of shape `(ghosts,)`, the number
-    of values per sample and channel, and the batch size.
+    number of real values per ghost batch and channel, of the same shape,
+    the batch size and whether `x` was padded. A ghost batch without a
+    real value has moments 0 and count 0.
     """
     rank = len(x.shape)
-    rest = tuple(x.shape[1:])
+    # Static sizes where known; a sequence length may not be.
+    rest = tuple(ops.shape(x)[1:])
     axes = [1] + [i + 1 for i in range(1, rank) if i != axis]
-    size = 1
-    for i in axes[1:]:
-        size = size * ops.shape(x)[i - 1]
+    weights = statistics.mask_weights(mask, x, axis)
+    # The shape of the weights per sample: that of `x` but the channels.
+    weight_shape = tuple(1 if i == axis - 1 else n for i, n in enumerate(rest))
     batch = x.shape[0]
-    if isinstance(batch, int) and batch % virtual_batch_size == 0:
-        grouped = ops.reshape(x, (-1, virtual_batch_size) + rest)
-        mean, variance = ops.moments(grouped, axes, keepdims=True)
-        ghosts = batch // virtual_batch_size
-        counts = ops.full((ghosts,), virtual_batch_size, x.dtype)
-        return dict(
-            grouped=grouped,
-            mean=mean,
-            variance=variance,
-            counts=counts,
-            size=size,
-            batch=batch,
-            padded=False,
-        )
-    # A partial last ghost batch: pad to whole ghosts and mask the padding.
-    batch = ops.shape(x)[0]
-    padding = (-batch) % virtual_batch_size
-    padded = ops.pad(x, [[0, padding]] + [[0, 0]] * (rank - 1))
-    grouped = ops.reshape(padded, (-1, virtual_batch_size) + rest)
-    ghosts = (batch + padding) // virtual_batch_size
-    left = batch - ops.arange(ghosts) * virtual_batch_size
-    counts = ops.cast(ops.minimum(left, virtual_batch_size), x.dtype)
-    valid = ops.arange(virtual_batch_size)[None, :] < left[:, None]
-    valid = ops.reshape(
-        ops.cast(valid, x.dtype), (-1, virtual_batch_size) + (1,) * (rank - 1)
-    )
-    values = ops.reshape(counts, (-1,) + (1,) * rank) * size
-    mean = ops.sum(grouped, axes, keepdims=True) / values
-    centered = (grouped - mean) * valid
-    variance = ops.sum(ops.square(centered), axes, keepdims=True) / values
+    padded = not (isinstance(batch, int) and batch % virtual_batch_size == 0)
+    if padded:
+        # A partial last ghost batch: pad to whole ghosts, weight 0.
+        batch = ops.shape(x)[0]
+        padding = (-batch) % virtual_batch_size
+        if weights is None:
+            weights = ops.ones((batch,) + weight_shape, x.dtype)
+        pad = [[0, padding]] + [[0, 0]] * (rank - 1)
+        x = ops.pad(x, pad)
+        weights = ops.pad(weights, pad)
+    grouped = ops.reshape(x, (-1, virtual_batch_size) + rest)
+    if weights is not None:
+        weights = ops.reshape(weights, (-1, virtual_batch_size) + weight_shape)
+    mean, variance, count = statistics.weighted_moments(grouped, weights, axes)
     return dict(
         grouped=grouped,
         mean=mean,
         variance=variance,
-        counts=counts,
-        size=size,
+        count=count + ops.zeros_like(mean),
         batch=batch,
-        padded=True,
+        padded=padded,
     )
 
 
@@ -122,6 +108,11 @@ class GhostBatchNormalization(ChannelNormalization):
         inputs: a tensor of rank >= 2, batch first.
         training: whether to use ghost-batch statistics (and update the
             moving statistics) or the moving statistics.
+        mask: an optional boolean mask of the input's shape without the
+            channel axis (Keras's masking, True for a real position). In
+            training, each ghost batch's statistics are then over its
+            real positions only, as in `keras.layers.BatchNormalization`;
+            the mask is passed on to the next layer.
 
     Returns:
         A tensor of the same shape, in the layer's compute dtype.
@@ -150,6 +141,16 @@ class GhostBatchNormalization(ChannelNormalization):
         `virtual_batch_size`, inference ignores the ghost batches (keras
         #15790) and the layer saves and loads (keras #16713).
 
+        With a mask, `"mean"` weighs each ghost batch by its number of
+        real values, and `"sequential"` takes the unbiased variance with
+        that number. A ghost batch without a real position is normalized
+        with mean 0 and variance 0 (no NaN) and takes no part in the
+        moving statistics: `"mean"` gives it weight 0, `"sequential"`
+        skips its update. A batch without any real position moves the
+        moving statistics towards 0, as Keras's BatchNormalization does.
+        Outputs at masked positions are normalized with their ghost
+        batch's statistics and mean nothing.
+
     References:
         - Hoffer, Hubara and Soudry, 2017, [Train longer, generalize
           better: closing the generalization gap in large batch training
@@ -176,13 +177,15 @@ class GhostBatchNormalization(ChannelNormalization):
         self.moving_statistics = validation.check_one_of(
             "moving_statistics", moving_statistics, MOVING_STATISTICS
         )
+        self.supports_masking = True
 
     def build(self, input_shape):
         channels = self.channels(input_shape)
         self.gamma, self.beta = self.build_affine(channels)
         self.build_moving_statistics(channels)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
+        statistics.check_mask(mask, inputs)
         x = statistics.upcast(inputs)
         rank = len(x.shape)
         axis = self.channel_axis(rank)
@@ -199,7 +202,7 @@ class GhostBatchNormalization(ChannelNormalization):
                 epsilon=self.epsilon,
             )
             return ops.cast(outputs, self.compute_dtype)
-        ghosts = ghost_moments(x, self.virtual_batch_size, axis)
+        ghosts = ghost_moments(x, self.virtual_batch_size, axis, mask)
         self._update_moving_statistics(ghosts)
         shape = statistics.channel_shape(rank + 1, axis + 1, -1)
         scale, offset = statistics.scale_and_offset(
@@ -210,7 +213,7 @@ class GhostBatchNormalization(ChannelNormalization):
             self.epsilon,
         )
         outputs = ghosts["grouped"] * scale + offset
-        outputs = ops.reshape(outputs, (-1,) + tuple(x.shape[1:]))
+        outputs = ops.reshape(outputs, (-1,) + tuple(ops.shape(x)[1:]))
         if ghosts["padded"]:
             outputs = outputs[: ghosts["batch"]]
         return ops.cast(outputs, self.compute_dtype)
@@ -219,9 +222,10 @@ class GhostBatchNormalization(ChannelNormalization):
         channels = self.moving_mean.shape[0]
         mean = ops.reshape(ghosts["mean"], (-1, channels))
         variance = ops.reshape(ghosts["variance"], (-1, channels))
-        counts = ghosts["counts"][:, None]
+        counts = ops.reshape(ghosts["count"], (-1, channels))
         if self.moving_statistics == "mean":
-            weights = counts / ops.cast(ghosts["batch"], counts.dtype)
+            # Each ghost batch weighs its number of real values.
+            weights = counts / ops.maximum(ops.sum(counts, 0), 1.0)
             statistics.moving_average(
                 self.moving_mean, ops.sum(mean * weights, 0), self.momentum
             )
@@ -232,13 +236,15 @@ class GhostBatchNormalization(ChannelNormalization):
             )
             return
         # k sequential updates in closed form: ghost batch g of k weighs
-        # (1 - m) m^(k - 1 - g), and the old value m^k.
-        variance = statistics.unbiased(variance, counts * ghosts["size"])
-        k = ops.shape(mean)[0]
+        # (1 - m) m^(k - 1 - g), and the old value m^k. A ghost batch
+        # without a real value makes no update: k counts the others, and
+        # k - 1 - g the others after g.
+        variance = statistics.unbiased(variance, counts)
+        present = ops.cast(counts > 0, mean.dtype)
+        after = ops.sum(present, 0) - ops.cumsum(present, 0)
         momentum = ops.cast(self.momentum, mean.dtype)
-        powers = ops.cast(k - 1 - ops.arange(k), mean.dtype)
-        weights = ((1 - momentum) * momentum**powers)[:, None]
-        keep = momentum ** ops.cast(k, mean.dtype)
+        weights = present * (1 - momentum) * momentum**after
+        keep = momentum ** ops.sum(present, 0)
         for variable, value in (
             (self.moving_mean, mean),
             (self.moving_variance, variance),

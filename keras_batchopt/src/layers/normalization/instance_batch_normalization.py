@@ -55,6 +55,11 @@ class InstanceBatchNormalization(ChannelNormalization):
     Call arguments:
         inputs: a tensor of rank >= 3 (batch, spatial axes, channels).
         training: whether the batch channels use batch statistics.
+        mask: an optional boolean mask of the input's shape without the
+            channel axis (Keras's masking, True for a real position). The
+            batch statistics are then over the real positions only, as
+            in `keras.layers.BatchNormalization`, and so are the instance
+            statistics; the mask is passed on.
 
     Returns:
         A tensor of the same shape, in the layer's compute dtype.
@@ -78,6 +83,16 @@ class InstanceBatchNormalization(ChannelNormalization):
         them, the first `int(channels * ratio)` through instance
         normalization and the rest through batch normalization.
 
+        A masked position takes no part in any statistic: not in the batch
+        channels' (as in Keras's BatchNormalization), and not in the
+        instance channels' either, in training and inference alike, so
+        that the output at the real positions does not depend on the
+        padding. Keras's GroupNormalization (`groups=-1` is instance
+        normalization) passes a mask on but counts the padding in its
+        statistics; this layer does not. A sample without a real position
+        gets instance mean 0 and variance 0 (no NaN) and takes no part in
+        the batch statistics. Outputs at masked positions mean nothing.
+
     References:
         - Pan, Luo, Shi and Tang, 2018, [Two at Once: Enhancing Learning
           and Generalization Capacities via IBN-Net](
@@ -91,6 +106,7 @@ class InstanceBatchNormalization(ChannelNormalization):
         self.ratio = validation.check_in_interval(
             "ratio", ratio, 0.0, 1.0, False, False
         )
+        self.supports_masking = True
 
     def build(self, input_shape):
         channels = self.channels(input_shape)
@@ -105,7 +121,8 @@ class InstanceBatchNormalization(ChannelNormalization):
         self.gamma, self.beta = self.build_affine(channels)
         self.build_moving_statistics(channels - self.instance_channels)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
+        statistics.check_mask(mask, inputs)
         x = statistics.upcast(inputs)
         rank = len(x.shape)
         axis = self.channel_axis(rank)
@@ -113,17 +130,15 @@ class InstanceBatchNormalization(ChannelNormalization):
         split = self.instance_channels
         shape = statistics.channel_shape(rank, axis, channels)
         spatial = statistics.reduction_axes(rank, axis)
-        # Per-sample statistics over the spatial axes, for every channel.
-        mean, variance = ops.moments(x, spatial, keepdims=True)
+        # Per-sample statistics over the real spatial positions, for every
+        # channel.
+        weights = statistics.mask_weights(mask, x, axis)
+        mean, variance, count = statistics.weighted_moments(x, weights, spatial)
         if self.is_training(training):
             # Batch statistics from the per-sample ones (total variance).
-            batch_mean = statistics.mean(mean, 0, keepdims=True)
-            batch_variance = statistics.mean(
-                variance + ops.square(mean - batch_mean), 0, keepdims=True
+            batch_mean, batch_variance = statistics.pooled_moments(
+                mean, variance, None if weights is None else count, 0
             )
-            count = ops.shape(x)[0]
-            for i in spatial:
-                count = count * ops.shape(x)[i]
             statistics.moving_average(
                 self.moving_mean,
                 ops.reshape(batch_mean, (-1,))[split:],
@@ -132,7 +147,8 @@ class InstanceBatchNormalization(ChannelNormalization):
             statistics.moving_average(
                 self.moving_variance,
                 statistics.unbiased(
-                    ops.reshape(batch_variance, (-1,))[split:], count
+                    ops.reshape(batch_variance, (-1,))[split:],
+                    statistics.batch_count(count, weights, x),
                 ),
                 self.momentum,
             )

@@ -104,3 +104,77 @@ def masked_channel_mean(rows, weights):
         return mean(rows, 0)
     count = ops.maximum(ops.sum(weights), 1.0)
     return ops.sum(rows * weights, 0) / count
+
+
+def check_mask(mask, inputs):
+    """Keras's check of a mask: one dimension less than the inputs."""
+    if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
+        raise ValueError(
+            "The mask provided should be one dimension less than the "
+            f"inputs. Received: mask.shape={mask.shape}, "
+            f"inputs.shape={inputs.shape}"
+        )
+
+
+def mask_weights(mask, x, axis):
+    """A Keras mask (True for a real position; the shape of `x` without
+    the channel axis) as 0/1 weights of `x`'s dtype, broadcast on the
+    channel axis `axis` (size 1 there), or None without a mask. As in
+    Keras 3.15's BatchNormalization, any nonzero mask value is real."""
+    if mask is None:
+        return None
+    mask = ops.cast(ops.convert_to_tensor(mask), "bool")
+    return ops.expand_dims(ops.cast(mask, x.dtype), axis)
+
+
+def weighted_moments(x, weights, axes):
+    """Mean and biased variance of `x` over `axes` (kept as size 1) over
+    the positions of weight 1, and their number.
+
+    `weights` is None (every position counts) or 0/1 weights of the shape
+    of `x` but 1 on the channel axis (see `mask_weights`); the count then
+    has that shape, reduced on `axes`. Positions of weight 0 take no
+    part, not even a non-finite value. Where no position is real, the
+    count is 0 and the mean and variance are 0, not NaN (Keras's
+    BatchNormalization divides by `count + 1e-7`; here by `max(count,
+    1)`: the same moments up to float rounding).
+    """
+    if weights is None:
+        mean, variance = ops.moments(x, axes, keepdims=True)
+        count = 1
+        for i in axes:
+            count = count * ops.shape(x)[i]
+        return mean, variance, ops.cast(count, x.dtype)
+    real = weights > 0
+    count = ops.sum(weights, axes, keepdims=True)
+    divisor = ops.maximum(count, 1.0)
+    mean = ops.sum(ops.where(real, x, 0.0), axes, keepdims=True) / divisor
+    centered = ops.where(real, x - mean, 0.0)
+    variance = ops.sum(ops.square(centered), axes, keepdims=True) / divisor
+    return mean, variance, count
+
+
+def pooled_moments(means, variances, count, axis):
+    """The mean and biased variance of the union of groups, from each
+    group's mean, biased variance and number of values `count`, the
+    groups along `axis` (kept as size 1): the law of total variance,
+    `var = mean_n(variance + (mean - pooled mean)^2)` weighted by
+    `count`. A `count` of None weighs the groups equally. Groups with a
+    count of 0 take no part; with no value at all, both are 0."""
+    if count is None:
+        pooled = mean(means, axis, keepdims=True)
+        spread = variances + ops.square(means - pooled)
+        return pooled, mean(spread, axis, keepdims=True)
+    count = ops.broadcast_to(count, ops.shape(means))
+    total = ops.maximum(ops.sum(count, axis, keepdims=True), 1.0)
+    pooled = ops.sum(means * count, axis, keepdims=True) / total
+    spread = variances + ops.square(means - pooled)
+    return pooled, ops.sum(spread * count, axis, keepdims=True) / total
+
+
+def batch_count(count, weights, x):
+    """The number of real values per channel in the batch `x`, from the
+    per-sample `count` of `weighted_moments` over the spatial axes."""
+    if weights is None:
+        return count * ops.cast(ops.shape(x)[0], count.dtype)
+    return ops.sum(count)
