@@ -8,20 +8,16 @@ from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 
 def batch_moments(x, axis, mask=None):
     """Per-channel mean and biased variance of `x` over every axis but
-    `axis` (over the real tokens only when `mask` is given), and the number
-    of values each is taken over."""
-    if mask is None:
-        axes = statistics.reduction_axes(len(x.shape), axis, keep=())
-        mean, variance = ops.moments(x, axes)
-        count = 1
-        for i in axes:
-            count = count * ops.shape(x)[i]
-        return mean, variance, ops.cast(count, x.dtype)
-    rows, _ = statistics.to_rows(x, axis)
-    weights = statistics.row_weights(mask, rows)
-    mean = statistics.masked_channel_mean(rows, weights)
-    variance = statistics.masked_channel_mean(ops.square(rows - mean), weights)
-    return mean, variance, ops.sum(weights)
+    `axis` (over the real positions only when `mask` is given), and the
+    number of values each is taken over, a scalar."""
+    axes = statistics.reduction_axes(len(x.shape), axis, keep=())
+    weights = statistics.mask_weights(mask, x, axis)
+    mean, variance, count = statistics.weighted_moments(x, weights, axes)
+    return (
+        ops.reshape(mean, (-1,)),
+        ops.reshape(variance, (-1,)),
+        ops.reshape(count, ()),
+    )
 
 
 def static_count(shape, axis):
@@ -163,11 +159,7 @@ class AlphaBatchNormalization(ChannelNormalization):
     def call(self, inputs, training=None, mask=None):
         x = statistics.upcast(inputs)
         axis = self.channel_axis(len(x.shape))
-        if mask is not None and len(mask.shape) != len(x.shape) - 1:
-            raise ValueError(
-                "The mask must have one dimension less than the inputs. "
-                f"Received: mask.shape={mask.shape}, inputs.shape={x.shape}"
-            )
+        statistics.check_mask(mask, x)
         moving_mean = ops.cast(self.moving_mean, x.dtype)
         moving_variance = ops.cast(self.moving_variance, x.dtype)
         if self.is_training(training):
