@@ -24,7 +24,6 @@ Usage (from the repository root):
         --render-only benchmarks/results/transformer_normalization_cpu.jsonl
 """
 
-import argparse
 import re
 import statistics
 import sys
@@ -216,21 +215,15 @@ def plan(args):
 
 
 def parse(argv=None):
-    p = cli.parser(
+    return cli.parse_rounds(
+        argv,
         __doc__.split("\n")[0],
         "transformer_normalization_{device}.jsonl",
-        backends=BACKENDS,
-        repeats=1,
+        BACKENDS,
+        rounds=5,
+        calls=10,
+        only_help="regex of norm names",
     )
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--calls", type=int, default=10)
-    p.add_argument("--only", default=None, help="regex of norm names")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.repeats, args.rounds, args.calls, args.max_wait = 1, 1, 1, 0.0
-    return args
 
 
 def main(argv=None):

@@ -81,6 +81,26 @@ def parser(description, default_output, backends=BACKENDS, repeats=3):
     return p
 
 
+def parse_rounds(
+    argv, description, default_output, backends, rounds, calls, only_help
+):
+    """The options of a benchmark that times `--rounds` rounds of
+    `--calls` calls per case in one child process per backend: the shared
+    options, those three and the child's own; `--quick` makes it one
+    round of one call in one process, without waiting for a quiet
+    machine."""
+    p = parser(description, default_output, backends=backends, repeats=1)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--calls", type=int, default=calls)
+    p.add_argument("--only", default=None, help=only_help)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.rounds, args.calls, args.max_wait = 1, 1, 1, 0.0
+    return args
+
+
 def selected_backends(args, backends=BACKENDS):
     return list(backends) if args.backend == "all" else [args.backend]
 
