@@ -1,0 +1,104 @@
+"""The notebooks in `notebooks/`: current with their guides, and runnable.
+
+`scripts/make_notebooks.py` makes each notebook from its guide in
+`guides/`; the first test fails when one is stale. The second executes
+every notebook with nbclient in an IPython kernel of this interpreter, in
+quick mode (`KERAS_BATCHOPT_GUIDE_QUICK=1`, as `tests/test_guides.py` runs
+the guides), without its `pip install` cell (the package under test is this
+checkout), and with its backend cell set to the inherited `KERAS_BACKEND`.
+
+A notebook holds its guide's code, so on the backend named by
+`NOTEBOOK_BACKEND` the notebooks run *instead of* the guide scripts
+(`tests/test_guides.py` skips there, and says so), and on the other backends
+the guide scripts run: the code runs on every backend once.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import nbclient
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOK_BACKEND = "jax"
+TIMEOUT_S = 600
+BACKEND_LINE = 'os.environ["KERAS_BACKEND"] = "jax"'
+
+
+def test_notebooks_match_guides():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_notebooks.py"),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_guide_has_a_notebook():
+    guides = sorted(path.stem for path in (ROOT / "guides").glob("*.py"))
+    assert guides, "no guides found"
+    assert [path.stem for path in NOTEBOOKS] == guides
+
+
+def _prepared(notebook, backend):
+    """Drops the install cell; points the backend cell at `backend`."""
+    cells = []
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "install" in tags:
+            continue
+        if "backend" in tags:
+            assert BACKEND_LINE in cell.source, cell.source
+            cell.source = cell.source.replace(
+                BACKEND_LINE, f'os.environ["KERAS_BACKEND"] = "{backend}"'
+            )
+        cells.append(cell)
+    assert len(cells) == len(notebook.cells) - 1, "no install cell found"
+    notebook.cells = cells
+    return notebook
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != NOTEBOOK_BACKEND:
+        pytest.skip(
+            f"notebooks run on {NOTEBOOK_BACKEND}; on {backend} "
+            "tests/test_guides.py runs the same code as scripts"
+        )
+    # The kernel inherits this environment: quick mode, this checkout's
+    # package first on the path, and Jupyter's current directory layout.
+    monkeypatch.setenv("KERAS_BATCHOPT_GUIDE_QUICK", "1")
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+        ),
+    )
+    notebook = _prepared(nbformat.read(path, as_version=4), backend)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as error:
+        pytest.fail(
+            f"{path.name} failed on backend {backend}:\n"
+            + re.sub(r"\x1b\[[0-9;]*m", "", str(error)),
+            pytrace=False,
+        )
