@@ -17,7 +17,8 @@ backend (tagged `backend`) before any guide code imports Keras.
 `guide_markdown` renders the same guide as a Markdown page for the docs
 site (`scripts/mkdocs_hooks.py`).
 
-The blocks are found with `ast`, so a triple quote inside code (a
+Code is copied as it is, less its trailing `# noqa` comments. The blocks
+are found with `ast`, so a triple quote inside code (a
 function's docstring, a string argument) never starts a text cell.
 """
 
@@ -43,6 +44,7 @@ RAW_IMAGES_URL = (
 )
 HEADER_KEYS = ("Title", "Author", "Date created", "Last modified")
 TAGS = ("shell", "invisible")
+NOQA = re.compile(r"\s+# noqa(: ?[A-Z]+[0-9]+(, ?[A-Z]+[0-9]+)*)?$")
 
 INSTALL_SOURCE = f"""\
 # keras-batchopt from its repository (it is not on PyPI yet); Kaggle and
@@ -145,6 +147,8 @@ def parse_guide(path):
     for node in blocks[1:] + [None]:
         code_end = node.lineno - 1 if node else len(lines)
         code = _strip_blank_lines(lines[code_start:code_end])
+        # Lint pragmas are for the script (imports after text); not shown.
+        code = [NOQA.sub("", line) for line in code]
         if code:
             cells.append(Cell("code", "\n".join(code)))
         if node:
