@@ -3,7 +3,8 @@
 Before each build this writes, into `docs/` (git ignores them):
 
 - `docs/index.md`: README.md, its links to repository files turned into
-  links to the guide pages or to the repository on GitHub;
+  links to the guide pages or to the repository on GitHub, and its
+  `optimizers.Adan`-style names into links to the API reference;
 - `docs/guides/<name>.md`: each guide in `guides/` as a page, by the
   converter that also makes the notebooks (`scripts/make_notebooks.py`),
   and the guides' figures under `docs/guides/img/`;
@@ -61,13 +62,28 @@ def _readme_link(match, repo_url):
     return f"[{text}]({repo_url}/blob/main/{target})"
 
 
-def _index_page(repo_url):
+def _api_link(match, public):
+    module, name = match.group(1), match.group(2)
+    if name not in public.get(module, ()):
+        return match.group(0)
+    return f"[`{module}.{name}`][keras_batchopt.{module}.{name}]"
+
+
+def _index_page(repo_url, public):
+    """README.md, with `module.Name` code linked to its API entry."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    return re.sub(
+    readme = re.sub(
         r"\[([^\]]*)\]\(([^)\s]+)\)",
         lambda match: _readme_link(match, repo_url),
         readme,
     )
+    readme = re.sub(
+        r"(?<!\[)`(" + "|".join(PUBLIC_MODULES) + r")\.(\w+)`",
+        lambda match: _api_link(match, public),
+        readme,
+    )
+    # The method table wants the width of the table of contents.
+    return "---\nhide:\n  - toc\n---\n\n" + readme
 
 
 def _copy_tree(source, target):
@@ -154,7 +170,9 @@ def on_post_build(config):
 def on_config(config):
     converter = _converter()
     docs_dir = pathlib.Path(config["docs_dir"])
-    _write(docs_dir / "index.md", _index_page(converter.REPO_URL))
+    _write(
+        docs_dir / "index.md", _index_page(converter.REPO_URL, _public_names())
+    )
     entries = _guide_pages(docs_dir, converter)
     for item in config["nav"]:
         if isinstance(item, dict) and "Guides" in item:
