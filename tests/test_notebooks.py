@@ -23,9 +23,10 @@ import nbclient
 import nbformat
 import pytest
 
+from tests.test_guides import NOTEBOOK_BACKEND
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-NOTEBOOK_BACKEND = "jax"
 TIMEOUT_S = 600
 BACKEND_LINE = 'os.environ["KERAS_BACKEND"] = "jax"'
 
