@@ -13,6 +13,7 @@ A notebook holds its guide's code, so on the backend named by
 the guide scripts run: the code runs on every backend once.
 """
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -103,3 +104,83 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
             + re.sub(r"\x1b\[[0-9;]*m", "", str(error)),
             pytrace=False,
         )
+
+
+def _converter():
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", ROOT / "scripts" / "make_notebooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TUTOBOOK = '''"""
+Title: A guide
+Author: someone
+Date created: 2026/01/01
+Last modified: 2026/01/02
+Description: What it does.
+"""
+
+"""
+## Setup
+
+![A figure](img/a_guide/figure.png)
+"""
+
+import os  # noqa: E402
+
+
+def f():
+    """A docstring, not a text cell."""
+    return """nor this"""
+
+
+"""shell
+echo hello
+"""
+
+"""invisible
+Left out.
+"""
+
+print(f())
+'''
+
+
+def test_converter_splits_text_and_code(tmp_path):
+    converter = _converter()
+    path = tmp_path / "a_guide.py"
+    path.write_text(TUTOBOOK)
+    guide = converter.parse_guide(path)
+    assert guide.header["Title"] == "A guide"
+    assert [(cell.kind, cell.text.splitlines()[0]) for cell in guide.cells] == [
+        ("markdown", "## Setup"),
+        ("code", "import os"),
+        ("shell", "echo hello"),
+        ("code", "print(f())"),
+    ]
+    assert '"""A docstring, not a text cell."""' in guide.cells[1].text
+    notebook = converter.guide_notebook(guide)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert kinds == ["markdown"] + ["code"] * 2 + ["markdown"] + ["code"] * 3
+    assert notebook.cells[0].source.startswith("# A guide\n")
+    assert notebook.cells[1].metadata["tags"] == ["install"]
+    assert notebook.cells[2].metadata["tags"] == ["backend"]
+    assert BACKEND_LINE in notebook.cells[2].source
+    assert converter.RAW_IMAGES_URL + "a_guide/figure.png" in (
+        notebook.cells[3].source
+    )
+    assert notebook.cells[5].source == "!echo hello"
+    page = converter.guide_markdown(guide)
+    assert "](img/a_guide/figure.png)" in page
+    assert "```python\nprint(f())\n```" in page
+    assert "Left out" not in page
+
+
+def test_converter_rejects_text_on_the_quote_line(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text(TUTOBOOK.replace('"""\n## Setup', '"""## Setup'))
+    with pytest.raises(ValueError, match="opening quotes"):
+        _converter().parse_guide(path)
