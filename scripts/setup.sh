@@ -15,12 +15,12 @@ PY="$VENV/bin/python"
 
 stamp="$VENV/.keras_batchopt_stamp"
 want="$(cat "$ROOT/requirements/test.txt" "$ROOT/requirements/timm.txt" \
-    "$ROOT/requirements/data.txt" "$ROOT/pyproject.toml" | sha256sum \
-    | cut -d' ' -f1)"
+    "$ROOT/requirements/data.txt" "$ROOT/requirements/docs.txt" \
+    "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing requirements (a minute or two on a fresh machine)"
     "$PY" -m pip install --quiet --disable-pip-version-check \
-        -r "$ROOT/requirements/test.txt"
+        -r "$ROOT/requirements/test.txt" -r "$ROOT/requirements/docs.txt"
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps \
         -r "$ROOT/requirements/timm.txt"
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps \

@@ -3,6 +3,9 @@
 Each guide runs as a plain script in a fresh interpreter, the way a reader
 runs it, with the backend taken from the inherited `KERAS_BACKEND` and
 `KERAS_BATCHOPT_GUIDE_QUICK=1` cutting its data and epochs.
+
+On `NOTEBOOK_BACKEND` the guides run as notebooks instead, the same code
+(`tests/test_notebooks.py`), so that CI runs each guide once per backend.
 """
 
 import os
@@ -15,11 +18,18 @@ import pytest
 GUIDES_DIR = pathlib.Path(__file__).resolve().parent.parent / "guides"
 GUIDES = sorted(GUIDES_DIR.glob("*.py"))
 TIMEOUT_S = 600
+# The backend on which tests/test_notebooks.py runs the guides' notebooks.
+NOTEBOOK_BACKEND = "jax"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda path: path.stem)
 def test_guide_runs(guide, tmp_path):
+    if os.environ.get("KERAS_BACKEND") == NOTEBOOK_BACKEND:
+        pytest.skip(
+            f"on {NOTEBOOK_BACKEND} tests/test_notebooks.py runs this guide "
+            "as its notebook"
+        )
     env = dict(os.environ, KERAS_BATCHOPT_GUIDE_QUICK="1")
     result = subprocess.run(
         [sys.executable, str(guide)],

@@ -86,7 +86,7 @@ class ProgressiveRepBN(RepBatchNormalizationBase):
         gamma_initializer, moving_mean_initializer,
         moving_variance_initializer, beta_regularizer, gamma_regularizer,
         beta_constraint, gamma_constraint: the RepBN's, as in
-        `RepBatchNormalization`.
+            `RepBatchNormalization`.
         **kwargs: base `Layer` arguments.
 
     Example:

@@ -146,7 +146,7 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         center, scale, beta_initializer, gamma_initializer,
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint, moving_variance_initializer: as in
-        `keras.layers.BatchNormalization`.
+            `keras.layers.BatchNormalization`.
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of
