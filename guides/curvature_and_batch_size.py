@@ -174,7 +174,9 @@ if not QUICK:
     plt.ylabel("density")
     plt.title("Hessian spectral density, MLP after batch-32 SGD")
     plt.tight_layout()
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "img")
+    # Run from the repository (guides/img) or from the guide's folder, as a
+    # script or as a notebook (which has no __file__).
+    out = os.path.join("guides", "img") if os.path.isdir("guides") else "img"
     os.makedirs(os.path.join(out, "curvature_and_batch_size"), exist_ok=True)
     plt.savefig(
         os.path.join(out, "curvature_and_batch_size", "spectral_density.png"),

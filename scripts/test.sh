@@ -72,7 +72,10 @@ lane_b() {
 release_checks() {
     {
         echo
-        echo "=== release checks (scripts/check_package.sh) ==="
+        echo "=== release checks (scripts/check_docs.sh," \
+            "scripts/check_package.sh) ==="
+        bash "$ROOT/scripts/check_docs.sh" \
+            || echo "FAILED: check_docs" >>"$reports/failed"
         bash "$ROOT/scripts/check_package.sh" \
             || echo "FAILED: check_package" >>"$reports/failed"
     } >"$reports/release.log" 2>&1
