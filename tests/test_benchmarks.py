@@ -43,6 +43,7 @@ def _import(name):
         ("transformer_normalization", "transformer_normalization_cpu"),
         ("schedules_and_batch_tests", "schedules_batch_tests_cpu"),
         ("optimizer_memory", "optimizer_memory"),
+        ("memory_growth", "memory_growth_cpu"),
     ],
 )
 def test_render_reproduces_committed_markdown(script, stem):
@@ -66,6 +67,8 @@ SCRIPTS = (
     "transformer_normalization.py",
     "schedules_and_batch_tests.py",
     "optimizer_memory.py",
+    "memory_growth.py",
+    "torch_compile_policy.py",
 )
 
 
