@@ -1,18 +1,12 @@
-"""What the torch compile policy rests on, and what it gives a new user.
+"""What the torch compile policy rests on: the per-variable break-even.
 
-Two parts, each configuration in a fresh process:
-
-1. **Per-variable break-even.** The Adan torch kernel on one flat float32
-   variable of n elements, run eagerly and compiled (`torch.compile`,
-   after its compilation), best of 5 rounds; and the first compiled call,
-   which includes the compilation, with an empty Inductor cache. Where
-   the eager kernel is as fast, "auto" never compiles (variables of at
-   most `GROUP_MAX_NUMEL` elements).
-2. **The README quickstart on torch** (digits MLP, 10 epochs, batch 32,
-   `validation_split=0.2`): the wall time of `model.fit` in a fresh
-   process with an empty Inductor cache, for Keras's Adam and for
-   keras_batchopt's Adan in each compile mode ("auto", the default;
-   "always", compiled from the first step; "never").
+The Adan torch kernel on one flat float32 variable of n elements, run
+eagerly and compiled (`torch.compile`, after its compilation), best of 5
+rounds, in a fresh process with an empty Inductor cache; and the first
+compiled call, which includes the compilation. Where the eager kernel is
+as fast, "auto" never compiles (variables of at most `GROUP_MAX_NUMEL`
+elements); the first call is what "auto" weighs the eager time against.
+What the policy gives a new user: `quickstart_latency.py`.
 
 Usage (from the repository root):
 
@@ -33,7 +27,6 @@ from harness import render as md
 
 SIZES = (256, 4096, 32768, 131072, 524288, 2097152, 4194304)
 QUICK_SIZES = (256, 32768)
-QUICKSTART = ("keras Adam", "Adan auto", "Adan always", "Adan never")
 ADAN_SCALARS = dict(
     clip=1.0,
     later=1.0,
@@ -91,56 +84,12 @@ def kernel_child(sizes):
         process.emit(row)
 
 
-def quickstart_child(which):
-    start = time.perf_counter()
-    import keras
-    from sklearn.datasets import load_digits
-
-    import keras_batchopt
-
-    x, y = load_digits(return_X_y=True)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
-    if which == "keras Adam":
-        optimizer = keras.optimizers.Adam(5e-3)
-    else:
-        keras_batchopt.config.set_torch_compile(which.split()[1])
-        optimizer = keras_batchopt.optimizers.Adan(5e-3, weight_decay=0.02)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    ready = time.perf_counter()
-    history = model.fit(x / 16.0, y, epochs=10, validation_split=0.2, verbose=0)
-    process.emit(
-        dict(
-            part="quickstart",
-            optimizer=which,
-            fit_s=time.perf_counter() - ready,
-            import_and_build_s=ready - start,
-            val_accuracy=history.history["val_accuracy"][-1],
-            eager_update_s=getattr(
-                optimizer, "_torch_eager_update_seconds", None
-            ),
-        )
-    )
-
-
 def run(args, path):
     sizes = QUICK_SIZES if args.quick else SIZES
     repeats = 1 if args.quick else args.repeats
     failed = 0
     for _ in range(repeats):
-        jobs = [["kernel", ",".join(map(str, sizes))]]
-        jobs += [["quickstart", which] for which in QUICKSTART]
-        for job in jobs:
+        for job in [["kernel", ",".join(map(str, sizes))]]:
             cache = tempfile.mkdtemp(prefix="inductor_")
             env = process.child_env(
                 "torch", extra={"TORCHINDUCTOR_CACHE_DIR": cache}
@@ -191,63 +140,21 @@ def render(rows, keep_from=None):
             f"First compiled call, empty Inductor cache: {first:.1f} s.",
             "",
         ]
-    out += [
-        "## README quickstart on torch, empty Inductor cache (median over "
-        "processes)",
-        "",
-    ]
-    quick = [r for r in rows if r["part"] == "quickstart"]
-    baseline = _median(
-        [r["fit_s"] for r in quick if r["optimizer"] == "keras Adam"]
-        or [float("nan")]
-    )
-    table = []
-    for which in QUICKSTART:
-        runs = [r for r in quick if r["optimizer"] == which]
-        if not runs:
-            continue
-        fit = _median([r["fit_s"] for r in runs])
-        eager = _median([r["eager_update_s"] or 0.0 for r in runs])
-        table.append(
-            [
-                which,
-                str(len(runs)),
-                md.fmt(fit, 2),
-                md.fmt(fit / baseline, 2),
-                md.fmt(eager, 2) if which.startswith("Adan") else "-",
-                md.fmt(_median([r["val_accuracy"] for r in runs]), 3),
-            ]
-        )
-    out += md.table(
-        [
-            "optimizer",
-            "processes",
-            "fit (s)",
-            "x Keras Adam",
-            "eager update time (s)",
-            "val accuracy",
-        ],
-        table,
-    )
     return "\n".join(out) + "\n"
 
 
 def plan(args):
     sizes = QUICK_SIZES if args.quick else SIZES
     return [
-        f"torch_compile_policy: kernel sizes {sizes}; quickstart with "
-        f"{', '.join(QUICKSTART)}; each in a fresh process with an empty "
-        "Inductor cache"
+        f"torch_compile_policy: Adan kernel at sizes {sizes}, in a fresh "
+        "process with an empty Inductor cache"
     ]
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        if argv[1] == "kernel":
-            kernel_child([int(n) for n in argv[2].split(",")])
-        else:
-            quickstart_child(argv[2])
+        kernel_child([int(n) for n in argv[2].split(",")])
         return 0
     p = cli.parser(
         __doc__.split("\n")[0], "torch_compile_policy_{device}.jsonl", repeats=3

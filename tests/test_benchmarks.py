@@ -44,6 +44,8 @@ def _import(name):
         ("schedules_and_batch_tests", "schedules_batch_tests_cpu"),
         ("optimizer_memory", "optimizer_memory"),
         ("memory_growth", "memory_growth_cpu"),
+        ("quickstart_latency", "quickstart_latency_cpu"),
+        ("torch_compile_policy", "torch_compile_policy_cpu"),
     ],
 )
 def test_render_reproduces_committed_markdown(script, stem):
@@ -69,6 +71,7 @@ SCRIPTS = (
     "optimizer_memory.py",
     "memory_growth.py",
     "torch_compile_policy.py",
+    "quickstart_latency.py",
 )
 
 
