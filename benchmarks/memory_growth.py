@@ -110,10 +110,8 @@ def run(args, path):
                 str(runs),
                 str(warmup),
             ]
-            rows, info = process.run(argv, process.child_env(backend))
-            failed += not rows
-            context = process.context()
-            md.append_rows(path, [dict(r, **context) for r in rows])
+            env = process.child_env(backend)
+            failed += process.run_and_append(argv, env, path)
     return failed
 
 

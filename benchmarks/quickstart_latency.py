@@ -95,16 +95,8 @@ def run(args, path):
                     which,
                     str(epochs),
                 ]
-                rows, _ = process.run(argv, env)
-                failed += not rows
-                context = process.context()
-                md.append_rows(path, [dict(r, **context) for r in rows])
+                failed += process.run_and_append(argv, env, path)
     return failed
-
-
-def _median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
 
 
 def render(rows, keep_from=None):
@@ -122,22 +114,22 @@ def render(rows, keep_from=None):
         if not at:
             continue
         adam = [r["fit_s"] for r in at if r["optimizer"] == "keras Adam"]
-        baseline = _median(adam) if adam else float("nan")
+        baseline = md.median(adam) if adam else float("nan")
         for which in cases(backend):
             runs = [r for r in at if r["optimizer"] == which]
             if not runs:
                 continue
-            fit = _median([r["fit_s"] for r in runs])
+            fit = md.median([r["fit_s"] for r in runs])
             table.append(
                 [
                     backend,
                     which,
                     str(len(runs)),
                     str(runs[0]["epochs"]),
-                    md.fmt(_median([r["import_and_build_s"] for r in runs])),
+                    md.fmt(md.median([r["import_and_build_s"] for r in runs])),
                     md.fmt(fit, 2),
                     md.fmt(fit / baseline, 2),
-                    md.fmt(_median([r["val_accuracy"] for r in runs]), 3),
+                    md.fmt(md.median([r["val_accuracy"] for r in runs]), 3),
                 ]
             )
     out += md.table(

@@ -94,18 +94,10 @@ def run(args, path):
             env = process.child_env(
                 "torch", extra={"TORCHINDUCTOR_CACHE_DIR": cache}
             )
-            rows, _ = process.run(
-                [os.path.abspath(__file__), "--child", *job], env
+            failed += process.run_and_append(
+                [os.path.abspath(__file__), "--child", *job], env, path
             )
-            failed += not rows
-            context = process.context()
-            md.append_rows(path, [dict(r, **context) for r in rows])
     return failed
-
-
-def _median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
 
 
 def render(rows, keep_from=None):
@@ -120,8 +112,8 @@ def render(rows, keep_from=None):
     table = []
     for n in sorted({r["n"] for r in kernel}):
         at_n = [r for r in kernel if r["n"] == n]
-        eager = _median([r["eager_us"] for r in at_n])
-        compiled = _median([r["compiled_us"] for r in at_n])
+        eager = md.median([r["eager_us"] for r in at_n])
+        compiled = md.median([r["compiled_us"] for r in at_n])
         table.append(
             [
                 f"{n:,}",
@@ -134,7 +126,7 @@ def render(rows, keep_from=None):
         ["n", "eager (us)", "compiled (us)", "eager / compiled"], table
     )
     if kernel:
-        first = _median([r["first_compiled_call_s"] for r in kernel])
+        first = md.median([r["first_compiled_call_s"] for r in kernel])
         out += [
             "",
             f"First compiled call, empty Inductor cache: {first:.1f} s.",

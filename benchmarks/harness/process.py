@@ -120,3 +120,13 @@ def context(quiet=None):
     if quiet is not None:
         out["quiet"] = quiet
     return out
+
+
+def run_and_append(argv, env, path):
+    """Runs one child (`run`) and appends its rows, each with `context()`,
+    to the JSONL `path`; returns 1 when the child gave no row, else 0."""
+    from harness import render
+
+    rows, _ = run(argv, env)
+    render.append_rows(path, [dict(r, **context()) for r in rows])
+    return 0 if rows else 1

@@ -158,3 +158,9 @@ def write(text, path):
     with open(path, "w") as f:
         f.write(text)
     return text
+
+
+def median(values):
+    """The median of a non-empty sequence (the upper one of an even count)."""
+    values = sorted(values)
+    return values[len(values) // 2]
