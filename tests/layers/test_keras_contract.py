@@ -186,3 +186,31 @@ def test_mixed_precision(name, policy):
             to_numpy(reference.moving_mean),
             rtol=1e-2,
         )
+
+
+# The layers that normalize activations; the weight-standardized
+# convolutions and Dense normalize their kernels, and their outputs scale
+# with their inputs as Keras's Conv2D's and Dense's do.
+ACTIVATION_NORMALIZATION = sorted(n for n in LAYERS if "ws_" not in n)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e4])
+@pytest.mark.parametrize("name", ACTIVATION_NORMALIZATION)
+def test_float16_extreme_scales_stay_finite(name, scale):
+    """Under mixed_float16, inputs of scale 1e-4 (variances near float16's
+    smallest normal numbers) and 1e4 (squares past float16's largest)
+    give finite outputs in training and in inference: the statistics are
+    taken in float32."""
+    factory, shape = LAYERS[name]
+    rng = np.random.default_rng(2)
+    x = (rng.normal(0.0, 1.0, (8,) + shape) * scale).astype("float16")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    layer = factory()
+    with _loss_scale_warning(name, "mixed_float16"):
+        layer.build(x.shape)
+    for training in (True, False):
+        y = to_numpy(layer(x, training=training)).astype("float32")
+        assert np.all(np.isfinite(y)), f"training={training}"
+    for weight in layer.weights:
+        if not weight.dtype.startswith("int"):
+            assert np.all(np.isfinite(to_numpy(weight))), weight.path
