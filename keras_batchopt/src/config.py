@@ -102,7 +102,7 @@ def set_torch_compile(mode):
             ``True`` or ``"always"``, ``False`` or ``"never"``.
 
     Also settable before import with ``KERAS_BATCHOPT_TORCH_COMPILE`` set
-    to ``auto``, ``1`` or ``0``.
+    to ``auto``, ``always`` (or ``1``) or ``never`` (or ``0``).
 
     Example:
 
@@ -130,9 +130,16 @@ def _compile_mode(value, name):
 
 def _env_compile_mode(name):
     value = os.environ.get(name, "auto").strip().lower()
-    if value == "auto":
-        return "auto"
-    return _compile_mode(_env_flag(name, True), name)
+    if value in ("auto", "always", "never"):
+        return value
+    if value in _TRUE:
+        return "always"
+    if value in _FALSE:
+        return "never"
+    raise ValueError(
+        f"Environment variable `{name}` must be 'auto', 'always', 'never' "
+        f"or one of {_TRUE + _FALSE}. Received: {name}={value!r}"
+    )
 
 
 # Eager update time after which the "auto" mode compiles (seconds).

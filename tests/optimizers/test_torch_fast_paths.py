@@ -231,3 +231,22 @@ def test_compile_mode_switch_and_its_errors():
         assert config.torch_compile_enabled() == (expected != "never")
     with pytest.raises(ValueError, match="`mode` must be .* Received: mode=2"):
         config.set_torch_compile(2)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("auto", "auto"), ("1", "always"), ("never", "never"), ("off", "never")],
+)
+def test_compile_mode_from_the_environment(value, expected, monkeypatch):
+    monkeypatch.setenv("KERAS_BATCHOPT_TORCH_COMPILE", value)
+    mode = keras_batchopt.src.config._env_compile_mode(
+        "KERAS_BATCHOPT_TORCH_COMPILE"
+    )
+    assert mode == expected
+    monkeypatch.setenv("KERAS_BATCHOPT_TORCH_COMPILE", "sometimes")
+    with pytest.raises(
+        ValueError, match="'auto', 'always', 'never'.*sometimes"
+    ):
+        keras_batchopt.src.config._env_compile_mode(
+            "KERAS_BATCHOPT_TORCH_COMPILE"
+        )
