@@ -11,4 +11,5 @@ from keras_batchopt import curvature as curvature
 from keras_batchopt import layers as layers
 from keras_batchopt import optimizers as optimizers
 from keras_batchopt import schedules as schedules
+from keras_batchopt import strategies as strategies
 from keras_batchopt.src.version import __version__ as __version__

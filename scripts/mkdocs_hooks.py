@@ -30,6 +30,8 @@ PUBLIC_MODULES = (
     "schedules",
     "batch_size",
     "curvature",
+    "adaptation",
+    "strategies",
     "config",
 )
 # Under "mkdocs." so that `mkdocs build --strict` counts its warnings.

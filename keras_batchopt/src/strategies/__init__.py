@@ -1,0 +1,1 @@
+"""Batch-level training strategies (implementation)."""
