@@ -8,7 +8,10 @@ Hessian training step), deletes the model and collects garbage. The row
 records the resident set size (RSS, from /proc/self/statm) after the
 warm-up runs and after the last run: what a leak adds grows with the
 number of runs, what the frameworks cache once does not. Keras's Adam
-runs the same loop as the baseline.
+runs the same loop as the baseline. On TensorFlow a third loop runs the
+package's optimizers with their fast path off (`config.fast_paths(False)`,
+Keras's generic update in the traced step), which tells the XLA-compiled
+update's share of the growth from the rest.
 
 Usage (from the repository root):
 
@@ -39,6 +42,12 @@ OPTIMIZERS = (
 )
 # Pass or fail of the package's leak budget for 50 runs.
 BUDGET_MB = 50.0
+# The loops a process runs: what each row's `loop` column says.
+LOOPS = {
+    "adam": "Keras Adam",
+    "package": "keras_batchopt (all seven)",
+    "package_generic": "keras_batchopt (all seven), fast paths off",
+}
 
 
 def rss_mb():
@@ -70,17 +79,20 @@ def one_run(keras, keras_batchopt, name, x, y):
     gc.collect()
 
 
-def child(baseline, runs, warmup):
-    """In the child process: `runs` runs; emits one row."""
+def child(loop, runs, warmup):
+    """In the child process: `runs` runs of `loop`; emits one row."""
     import keras
     import numpy as np
 
     import keras_batchopt
 
+    if loop == "package_generic":
+        keras_batchopt.config.fast_paths(False).__enter__()
+
     rng = np.random.RandomState(0)
     x = rng.randn(256, 64).astype("float32")
     y = rng.randint(0, 10, 256)
-    names = ["keras Adam"] if baseline else list(OPTIMIZERS)
+    names = ["keras Adam"] if loop == "adam" else list(OPTIMIZERS)
     after_warmup = None
     for i in range(runs):
         one_run(keras, keras_batchopt, names[i % len(names)], x, y)
@@ -89,7 +101,7 @@ def child(baseline, runs, warmup):
     process.emit(
         dict(
             backend=keras.backend.backend(),
-            loop="Keras Adam" if baseline else "keras_batchopt (all seven)",
+            loop=LOOPS[loop],
             runs=runs,
             warmup=warmup,
             rss_after_warmup_mb=after_warmup,
@@ -102,11 +114,14 @@ def run(args, path):
     runs, warmup = (QUICK_RUNS, QUICK_WARMUP) if args.quick else (RUNS, WARMUP)
     failed = 0
     for backend in cli.selected_backends(args):
-        for baseline in (True, False):
+        loops = ["adam", "package"]
+        if backend == "tensorflow":
+            loops.append("package_generic")
+        for loop in loops:
             argv = [
                 os.path.abspath(__file__),
                 "--child",
-                str(int(baseline)),
+                loop,
                 str(runs),
                 str(warmup),
             ]
@@ -161,7 +176,8 @@ def plan(args):
     runs = QUICK_RUNS if args.quick else RUNS
     return [
         f"memory_growth: {backend}, one process for Keras Adam and one for "
-        f"the package's optimizers, {runs} runs each"
+        f"the package's optimizers (on tensorflow one more, fast paths "
+        f"off), {runs} runs each"
         for backend in cli.selected_backends(args)
     ]
 
@@ -169,8 +185,8 @@ def plan(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        baseline, runs, warmup = (int(a) for a in argv[1:4])
-        child(bool(baseline), runs, warmup)
+        loop, runs, warmup = argv[1], int(argv[2]), int(argv[3])
+        child(loop, runs, warmup)
         return 0
     p = cli.parser(__doc__.split("\n")[0], "memory_growth_{device}.jsonl")
     args = p.parse_args(argv)
