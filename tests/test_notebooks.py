@@ -25,6 +25,7 @@ import nbformat
 import pytest
 
 from tests.test_guides import NOTEBOOK_BACKEND
+from tests.test_guides import skip_unless_guide_backend
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -79,6 +80,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
             f"notebooks run on {NOTEBOOK_BACKEND}; on {backend} "
             "tests/test_guides.py runs the same code as scripts"
         )
+    skip_unless_guide_backend(path.stem, backend)
     # The kernel inherits this environment: quick mode, this checkout's
     # package first on the path, and Jupyter's current directory layout.
     monkeypatch.setenv("KERAS_BATCHOPT_GUIDE_QUICK", "1")
