@@ -35,6 +35,8 @@ def instance_moments(x, axis):
 def assignment(inst_mean, means, temperature):
     """`p[i, k] = softmax_k(cos(inst_mean[i], means[k]) / temperature)`,
     without gradient."""
+    if means.shape[0] == 1:  # one component: p = 1
+        return ops.ones_like(inst_mean[:, :1])
     similarity = ops.matmul(
         _unit_rows(inst_mean), ops.transpose(_unit_rows(means))
     )
