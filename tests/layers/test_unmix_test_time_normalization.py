@@ -79,6 +79,16 @@ def _stream(shape, sorted_labels, count=24, seed=1):
     ]
 
 
+def _runner(layer):
+    """The layer in a model: `predict_on_batch` (compiled; one trace, where
+    eager JAX compiles each operation anew after `clear_session`)."""
+    shape = to_layout(np.zeros((1, C, 3, 3)), "channels_last").shape[1:]
+    model = keras.Sequential([keras.Input(shape), layer])
+    return lambda x: to_numpy(
+        model.predict_on_batch(to_layout(x, "channels_last"))
+    )
+
+
 def _check_components(layer, module):
     np.testing.assert_allclose(
         to_numpy(layer.component_means), module.means, rtol=RTOL, atol=ATOL
@@ -167,10 +177,11 @@ def test_initial_components_and_reset(k):
             to_numpy(layer.component_means)[0], source["moving_mean"], 1e-6
         )
     stream = _stream((8, C, 3, 3), True, count=2)
-    first = [to_numpy(layer(to_layout(x, "channels_last"))) for x in stream]
+    run = _runner(layer)
+    first = [run(x) for x in stream]
     layer.reset()
     _check_components(layer, module)
-    again = [to_numpy(layer(to_layout(x, "channels_last"))) for x in stream]
+    again = [run(x) for x in stream]
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
     if k == 1:
         x = stream[0]
@@ -217,8 +228,9 @@ def test_non_finite_batch_poisons_nothing(bad):
     finite instances get the official outputs; the stream then goes on
     as if the batch had not come."""
     layer, source = _layer()
-    module = _reference(layer, source, batch_size=6)
-    for i, x in enumerate(_stream((6, C, 3, 3), True, count=4)):
+    module = _reference(layer, source)
+    run = _runner(layer)
+    for i, x in enumerate(_stream((8, C, 3, 3), True, count=4)):
         if i == 2:
             x = x.copy()
             x[0, 1, 2, 0] = bad
@@ -228,15 +240,14 @@ def test_non_finite_batch_poisons_nothing(bad):
                 np.zeros((K, C)), 0.0, EPS,
             )  # fmt: skip
             probe.means, probe.vars = module.means, module.vars
-            y = from_layout(to_numpy(layer(to_layout(x, "channels_last"))),
-                            "channels_last")  # fmt: skip
+            y = from_layout(run(x), "channels_last")
             expected = probe.forward(x[1:], source["gamma"], source["beta"])
             np.testing.assert_allclose(y[1:], expected, RTOL, ATOL)
             np.testing.assert_array_equal(
                 to_numpy(layer.component_means), before
             )
             continue
-        y = to_numpy(layer(to_layout(x, "channels_last")))
+        y = run(x)
         expected = module.forward(x, source["gamma"], source["beta"])
         np.testing.assert_allclose(
             from_layout(y, "channels_last"), expected, RTOL, ATOL
@@ -303,21 +314,24 @@ def test_training_call_restarts_components():
     """A training call moves the moving statistics and sends the
     components back to their start (from the new moving statistics)."""
     layer, source = _layer()
+    run = _runner(layer)
     x = _stream((8, C, 3, 3), False, count=1)[0]
-    layer(to_layout(x, "channels_last"))
+    run(x)
     assert int(to_numpy(layer.components_started)) == 1
     layer(to_layout(x, "channels_last"), training=True)
     assert int(to_numpy(layer.components_started)) == 0
     new_source = {k: to_numpy(getattr(layer, k)) for k in STATE}
+    assert not np.allclose(new_source["moving_mean"], source["moving_mean"])
     module = _reference(layer, new_source)
-    y = to_numpy(layer(to_layout(x, "channels_last")))
     expected = module.forward(x, new_source["gamma"], new_source["beta"])
     np.testing.assert_allclose(
-        from_layout(y, "channels_last"), expected, RTOL, ATOL
+        from_layout(run(x), "channels_last"), expected, RTOL, ATOL
     )
 
 
 def test_mixed_precision_inference_keeps_float32_components():
+    """Eager `layer(x)` under mixed_float16: float16 outputs, float32
+    components updated as the official module's on the same inputs."""
     keras.mixed_precision.set_global_policy("mixed_float16")
     layer, source = _layer()
     module = _reference(layer, source)
