@@ -40,6 +40,10 @@ def _import(name):
         ),
         ("ada_hessian_step", "ada_hessian_step_cpu"),
         ("normalization_layers", "normalization_layers_cpu"),
+        (
+            "test_time_normalization_step",
+            "test_time_normalization_step_cpu",
+        ),
         ("transformer_normalization", "transformer_normalization_cpu"),
         ("schedules_and_batch_tests", "schedules_batch_tests_cpu"),
         ("optimizer_memory", "optimizer_memory"),
@@ -66,6 +70,7 @@ SCRIPTS = (
     "optimizer_step_sgd_sai_sink_gd.py",
     "ada_hessian_step.py",
     "normalization_layers.py",
+    "test_time_normalization_step.py",
     "transformer_normalization.py",
     "schedules_and_batch_tests.py",
     "optimizer_memory.py",

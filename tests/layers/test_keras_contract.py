@@ -25,6 +25,10 @@ LAYERS = {
         lambda: layers.AlphaBatchNormalization(alpha=0.3),
         (6, 6, 8),
     ),
+    "unmix_tns": (
+        lambda: layers.UnMixTestTimeNormalization(num_components=4, seed=0),
+        (6, 6, 8),
+    ),
     "bcn": (lambda: layers.BatchChannelNormalization(4), (6, 6, 8)),
     "bcn_batch": (
         lambda: layers.BatchChannelNormalization(2, batch_statistics="batch"),
