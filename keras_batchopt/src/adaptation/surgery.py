@@ -111,7 +111,12 @@ def _clone(model, selected, make):
             new.set_weights(old.get_weights())
             continue
         values = {v.name: v for v in old.weights}
+        # A test-time adaptation layer's own state (the source snapshot,
+        # the decaying momentum) starts at its initial values.
+        own = getattr(new, "adaptation_state", ())
         for variable in new.weights:
+            if variable.name in own and variable.name not in values:
+                continue
             variable.assign(keras.ops.convert_to_numpy(values[variable.name]))
     return copy
 
@@ -178,15 +183,18 @@ def convert_batch_normalization(
     `moving_variance`. Every other layer is copied with its weights. The
     original model is unchanged, and the copy is not compiled.
 
-    For test-time adaptation (`AlphaBatchNormalization`), the copy then
-    adapts in inference: `model.predict(x)`, `model(x)`. With `alpha=0`
-    its outputs in inference equal the original's.
+    For test-time adaptation (`AlphaBatchNormalization`,
+    `MomentumDecayBatchNormalization`), the copy then adapts in
+    inference: `model.predict(x)`, `model(x)`. With `alpha=0` (or
+    adaptation switched off, `layer.adapting = False`) its outputs in
+    inference equal the original's.
 
     Args:
         model: a built Functional or Sequential `keras.Model`.
         layer_class: the class, or its name in `keras_batchopt.layers`, of
             a layer that holds the state of a Keras BatchNormalization:
-            `"AlphaBatchNormalization"` or `"GhostBatchNormalization"`.
+            `"AlphaBatchNormalization"`, `"GhostBatchNormalization"` or
+            `"MomentumDecayBatchNormalization"`.
         layer_names: None (default) for every BatchNormalization layer, or
             the names of those to replace; a name that is not a
             BatchNormalization layer of the model raises a ValueError.
@@ -251,7 +259,8 @@ def to_batch_normalization(model, layer_names=None):
     `keras.layers.BatchNormalization`, the reverse of
     `convert_batch_normalization`.
 
-    Each `AlphaBatchNormalization` or `GhostBatchNormalization` layer (or
+    Each `AlphaBatchNormalization`, `GhostBatchNormalization` or
+    `MomentumDecayBatchNormalization` layer (or
     those named in `layer_names`) becomes a Keras BatchNormalization with
     the same name, arguments and weights (`gamma`, `beta`, `moving_mean`,
     `moving_variance`, the adapted statistics where a layer adapts
@@ -293,7 +302,7 @@ def to_batch_normalization(model, layer_names=None):
         layer_names,
         lambda layer: getattr(layer, "batch_normalization_state", False),
         "keras_batchopt BN-family (AlphaBatchNormalization, "
-        "GhostBatchNormalization)",
+        "GhostBatchNormalization, MomentumDecayBatchNormalization)",
     )
 
     def make(layer):
