@@ -198,6 +198,7 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
             "normalize_with", normalize_with, NORMALIZE_WITH
         )
         self.supports_masking = True
+        self._adapting_at_build = True
 
     def build(self, input_shape):
         channels = self.channels(input_shape)
@@ -218,7 +219,12 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
         self.adapted_batches = self._state(
             "adapted_batches", (), "zeros", "int32"
         )
-        self._adapting = self._state("adapting", (), "ones", "int32")
+        self._adapting = self._state(
+            "adapting",
+            (),
+            "ones" if self._adapting_at_build else "zeros",
+            "int32",
+        )
 
     def _state(self, name, shape, initializer, dtype="float32"):
         if isinstance(initializer, float):
@@ -240,7 +246,10 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
 
     @adapting.setter
     def adapting(self, value):
-        self._adapting.assign(int(validation.check_bool("adapting", value)))
+        value = validation.check_bool("adapting", value)
+        if self.built:
+            self._adapting.assign(int(value))
+        self._adapting_at_build = value
 
     def _pairs(self):
         """(source, current) for every weight `reset` restores."""
@@ -259,7 +268,8 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
         `initial_momentum` (a no-op before the first adapted batch)."""
         if int(ops.convert_to_numpy(self.adapted_batches)) > 0:
             for source, current in self._pairs():
-                current.assign(source)
+                # A copy: JAX must not find one buffer in two variables.
+                current.assign(ops.copy(source.value))
         self.adaptation_momentum.assign(self.initial_momentum)
         self.adapted_batches.assign(0)
 
