@@ -7,7 +7,6 @@ import pytest
 
 from keras_batchopt import layers
 from tests.conftest import to_numpy
-from tests.layers.helpers import LAYOUTS
 from tests.layers.helpers import axis_of
 from tests.layers.helpers import from_layout
 from tests.layers.helpers import to_layout
@@ -17,6 +16,10 @@ C = 4
 EPS = 1e-5
 # float32 against the float64 reference; atol for values near 0.
 RTOL, ATOL = 1e-5, 1e-6
+# Outputs are gamma * (x - mean) / std: float32 rounding of x and of the
+# mean (|x| up to ~10 std in these streams) gives absolute errors of up to
+# ~1e-6 on any output, near 0 included.
+OUT_ATOL = 5e-6
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
@@ -84,15 +87,19 @@ def _check_layer(layer, bn, momentum, batches):
     assert state["adapted_batches"] == batches
 
 
-@pytest.mark.parametrize("normalize_with", ["batch", "moving"])
 @pytest.mark.parametrize(
-    "mode, layout",
+    "mode, layout, normalize_with",
     [
-        ("call", "channels_last"),
-        ("call", "channels_first"),
-        ("predict", "channels_last"),
-        ("compiled", "channels_last"),
-    ],
+        (mode, layout, normalize_with)
+        for mode, layout in (
+            ("call", "channels_last"),
+            ("call", "channels_first"),
+            ("predict", "channels_last"),
+        )
+        for normalize_with in ("batch", "moving")
+    ]
+    # One compiled case: torch.compile takes ~20 s on a shared CPU.
+    + [("compiled", "channels_last", "batch")],
 )
 def test_stream_matches_official_loop(mode, layout, normalize_with):
     """24 batches (sizes 1 to 6) of a drifting stream: outputs, moving
@@ -106,13 +113,15 @@ def test_stream_matches_official_loop(mode, layout, normalize_with):
         model.compile(jit_compile=True)
     dua = ref.DUA([source], [], EPS)
     sizes = [1, 6, 3, 6] * 6
+    if mode == "compiled":
+        sizes = [6] * 24  # one trace (torch.compile recompiles per shape)
     for i, (size, x) in enumerate(zip(sizes, _stream((6, C, 3, 3)))):
         x = x[:size]
         y = from_layout(_run(model, to_layout(x, layout), mode), layout)
         expected = dua.adapt(x)
         if normalize_with == "moving":
             expected = dua.predict(x)
-        np.testing.assert_allclose(y, expected, RTOL, ATOL)
+        np.testing.assert_allclose(y, expected, RTOL, OUT_ATOL)
         _check_layer(layer, dua.bns[0], dua.mom_pre, i + 1)
 
 
@@ -139,7 +148,7 @@ def test_two_layer_network_matches_official_loop():
     for i, x in enumerate(_stream((8, C, 3, 3), count=20)):
         y = model.predict(to_layout(x, "channels_last"), verbose=0)
         np.testing.assert_allclose(
-            from_layout(y, "channels_last"), dua.adapt(x), RTOL, ATOL
+            from_layout(y, "channels_last"), dua.adapt(x), RTOL, OUT_ATOL
         )
         for layer, bn in zip((first, second), dua.bns):
             _check_layer(layer, bn, dua.mom_pre, i + 1)
@@ -147,7 +156,7 @@ def test_two_layer_network_matches_official_loop():
         y = model.predict(to_layout(probe, "channels_last"), verbose=0)
         first.adapting = second.adapting = True
         np.testing.assert_allclose(
-            from_layout(y, "channels_last"), dua.predict(probe), RTOL, ATOL
+            from_layout(y, "channels_last"), dua.predict(probe), RTOL, OUT_ATOL
         )
     assert int(to_numpy(first.adapted_batches)) == 20
 
@@ -201,12 +210,14 @@ def test_non_finite_batch_is_skipped(bad):
                 _run(model, to_layout(x, "channels_last"), "predict"),
                 "channels_last",
             )
-            np.testing.assert_allclose(y[1:], dua.predict(x[1:]), RTOL, ATOL)
+            np.testing.assert_allclose(
+                y[1:], dua.predict(x[1:]), RTOL, OUT_ATOL
+            )
             assert np.isfinite(y[1:]).all()
             continue
         y = _run(model, to_layout(x, "channels_last"), "predict")
         np.testing.assert_allclose(
-            from_layout(y, "channels_last"), dua.adapt(x), RTOL, ATOL
+            from_layout(y, "channels_last"), dua.adapt(x), RTOL, OUT_ATOL
         )
     _check_layer(layer, dua.bns[0], dua.mom_pre, 5)
     for weight in model.weights:
@@ -222,7 +233,7 @@ def test_one_value_per_channel_is_skipped():
     _set(layer, source)
     x = np.random.default_rng(0).normal(size=(1, C)).astype("float32")
     expected = ref.batch_norm_eval(x, **_eval_args(source))
-    np.testing.assert_allclose(to_numpy(layer(x)), expected, RTOL, ATOL)
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, RTOL, OUT_ATOL)
     assert int(to_numpy(layer.adapted_batches)) == 0
 
 
@@ -247,7 +258,7 @@ def test_training_adapts_with_the_decaying_momentum():
     for _ in range(3):
         y = to_numpy(layer(to_layout(x, "channels_last"), training=True))
         np.testing.assert_allclose(
-            from_layout(y, "channels_last"), dua.adapt(x), RTOL, ATOL
+            from_layout(y, "channels_last"), dua.adapt(x), RTOL, OUT_ATOL
         )
     _check_layer(layer, dua.bns[0], dua.mom_pre, 3)
     layer.reset()

@@ -142,8 +142,8 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
     >>> [round(float(v), 5) for v in (layer.moving_mean[0], 2 * w)]
     [0.198, 0.198]
     >>> layer.reset()
-    >>> float(layer.moving_mean[0]), float(layer.adaptation_momentum)
-    (0.0, 0.1)
+    >>> float(layer.moving_mean[0]), int(layer.adapted_batches)
+    (0.0, 0)
 
     Note:
         The official code sets the momentum of every BatchNorm of the
