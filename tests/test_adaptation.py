@@ -524,7 +524,7 @@ def test_consistency_loss_matches_numpy():
         loss(adapted, transferability=1)
 
 
-class _Consistency(keras.Model):
+class ConsistencyOnly(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
@@ -538,7 +538,7 @@ def test_consistency_loss_gradient_in_fit():
     h = keras.layers.Conv2D(4, 3)(inputs)
     h = layers.MomentumDecayBatchNormalization(name="bn")(h)
     h = keras.layers.Flatten()(h)
-    model = _Consistency(inputs, keras.layers.Dense(2)(h))
+    model = ConsistencyOnly(inputs, keras.layers.Dense(2)(h))
     layer = model.get_layer("bn")
     rng = np.random.default_rng(0)
     x = rng.normal(1.0, 2.0, (8, 4, 4, 3)).astype("float32")
