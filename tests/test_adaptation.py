@@ -349,8 +349,8 @@ def _mdbn_layers(model):
 
 
 def test_momentum_decay_converted_model_keeps_outputs_before_adaptation():
-    """Converted, with adaptation off, or on with a zero momentum and the
-    moving statistics: the original model's outputs."""
+    """Converted, with adaptation off: the original model's outputs (a
+    zero momentum is the source model too: see the layer's tests)."""
     model = _model()
     x = _data(shift=1.0)
     converted = adaptation.convert_batch_normalization(model, MDBN)
@@ -358,15 +358,6 @@ def test_momentum_decay_converted_model_keeps_outputs_before_adaptation():
         assert type(layer) is layers.MomentumDecayBatchNormalization
         layer.adapting = False
     _assert_same_predictions(converted, model, x)
-    still = adaptation.convert_batch_normalization(
-        model,
-        MDBN,
-        initial_momentum=0.0,
-        min_momentum=0.0,
-        normalize_with="moving",
-    )
-    _assert_same_predictions(still, model, x)
-    assert int(to_numpy(still.get_layer("bn_conv").adapted_batches)) == 1
 
 
 def test_momentum_decay_round_trip_carries_adapted_statistics():

@@ -239,6 +239,28 @@ def test_one_value_per_channel_is_skipped():
     assert int(to_numpy(layer.adapted_batches)) == 0
 
 
+def test_zero_momentum_is_the_source_model():
+    """initial_momentum = min_momentum = 0 with the moving statistics:
+    Keras's BatchNormalization in inference, batch after batch."""
+    model, layer, source = _model(
+        "channels_last",
+        (2, C, 3, 3),
+        initial_momentum=0.0,
+        min_momentum=0.0,
+        normalize_with="moving",
+    )
+    for x in _stream((4, C, 3, 3), count=3):
+        y = from_layout(
+            _run(model, to_layout(x, "channels_last"), "call"), "channels_last"
+        )
+        expected = ref.batch_norm_eval(x, **_eval_args(source))
+        np.testing.assert_allclose(y, expected, RTOL, OUT_ATOL)
+    np.testing.assert_allclose(
+        to_numpy(layer.moving_mean), source["running_mean"], 1e-6
+    )
+    assert int(to_numpy(layer.adapted_batches)) == 3
+
+
 def _eval_args(source):
     return dict(
         running_mean=source["running_mean"],
