@@ -334,3 +334,240 @@ def test_train_only_normalization_bad_input():
         adaptation.train_only_normalization(_model(), output_layer=1)
     with pytest.raises(ValueError, match="Argument `model`"):
         adaptation.train_only_normalization(keras.layers.Dense(2))
+
+
+# Test-time (DUA) and source-free (Liu et al.) BN adaptation.
+
+MDBN = "MomentumDecayBatchNormalization"
+MDBN_NAMES = ("bn_conv", "inner_bn", "bn_first", "bn_dense")
+
+
+def _mdbn_layers(model):
+    return [model.get_layer(n) for n in MDBN_NAMES[:1] + MDBN_NAMES[2:]] + [
+        model.get_layer("block").get_layer("inner_bn")
+    ]
+
+
+def test_momentum_decay_converted_model_keeps_outputs_before_adaptation():
+    """Converted, with adaptation off: the original model's outputs (a
+    zero momentum is the source model too: see the layer's tests)."""
+    model = _model()
+    x = _data(shift=1.0)
+    converted = adaptation.convert_batch_normalization(model, MDBN)
+    for layer in _mdbn_layers(converted):
+        assert type(layer) is layers.MomentumDecayBatchNormalization
+        layer.adapting = False
+    _assert_same_predictions(converted, model, x)
+
+
+def test_momentum_decay_round_trip_carries_adapted_statistics():
+    """Adapted on shifted batches, then converted back: the plain model
+    predicts as the adapted one with adaptation off."""
+    model = _model()
+    converted = adaptation.convert_batch_normalization(model, MDBN)
+    for seed in range(3):
+        converted.predict(_data(seed=seed, shift=2.0), verbose=0)
+    layer = converted.get_layer("bn_conv")
+    assert int(to_numpy(layer.adapted_batches)) == 3
+    moved = to_numpy(layer.moving_mean)
+    assert not np.allclose(moved, to_numpy(layer.source_mean))
+    plain = adaptation.to_batch_normalization(converted)
+    for name in MDBN_NAMES[:1] + MDBN_NAMES[2:]:
+        assert type(plain.get_layer(name)) is keras.layers.BatchNormalization
+    np.testing.assert_array_equal(
+        to_numpy(plain.get_layer("bn_conv").moving_mean), moved
+    )
+    for mdbn in _mdbn_layers(converted):
+        mdbn.adapting = False
+    _assert_same_predictions(plain, converted, _data(seed=7, shift=2.0))
+
+
+def _image_model():
+    return adaptation.convert_batch_normalization(_model(), MDBN)
+
+
+def test_adapt_on_sample_is_one_adaptation_step_on_the_copies():
+    """The state after `adapt_on_sample` is that of one adaptation pass
+    on the augmented copies; the prediction uses it without an update;
+    the `adapting` flags are restored."""
+    from keras_batchopt.src.adaptation import momentum_decay
+
+    image = _data(n=1, seed=4, shift=1.0)[0]
+    source = _model()
+    adapted = adaptation.convert_batch_normalization(source, MDBN)
+    adapted.get_layer("bn_first").adapting = False
+    y = adaptation.adapt_on_sample(adapted, image, copies=8, seed=3)
+    copies = momentum_decay.augmented_copies(
+        image, 8, 4, True, True, 0.0, np.random.default_rng(3)
+    )
+    manual = adaptation.convert_batch_normalization(source, MDBN)
+    manual.predict(copies, verbose=0)
+    for a, b in zip(_mdbn_layers(adapted), _mdbn_layers(manual)):
+        for name in ("moving_mean", "moving_variance", "adapted_batches"):
+            np.testing.assert_allclose(
+                to_numpy(getattr(a, name)), to_numpy(getattr(b, name)), 1e-6
+            )
+        np.testing.assert_allclose(to_numpy(a.adaptation_momentum), 0.094)
+    assert adapted.get_layer("bn_first").adapting is False
+    assert adapted.get_layer("bn_conv").adapting is True
+    for layer in _mdbn_layers(manual):
+        layer.adapting = False
+    np.testing.assert_allclose(
+        y, manual.predict(image[None], verbose=0), rtol=1e-5, atol=1e-6
+    )
+    assert int(to_numpy(adapted.get_layer("bn_conv").adapted_batches)) == 1
+
+
+def test_augmented_copies():
+    """Crops are windows of the padded image, rotations multiples of 90
+    degrees, flips horizontal; without any, the image itself."""
+    from keras_batchopt.src.adaptation import momentum_decay
+
+    image = np.arange(4 * 4 * 2, dtype="float32").reshape(4, 4, 2)
+    rng = np.random.default_rng(0)
+    same = momentum_decay.augmented_copies(image, 3, 0, False, False, 0, rng)
+    np.testing.assert_array_equal(same, np.stack([image] * 3))
+    turned = momentum_decay.augmented_copies(image, 16, 0, False, True, 0, rng)
+    rotations = [np.rot90(image, k) for k in range(4)]
+    found = {
+        next(k for k, r in enumerate(rotations) if (r == c).all())
+        for c in turned
+    }
+    assert found == {0, 1, 2, 3}
+    flipped = momentum_decay.augmented_copies(image, 16, 0, True, False, 0, rng)
+    kinds = {int((c == image[:, ::-1]).all()) for c in flipped}
+    assert kinds == {0, 1}
+    padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), constant_values=-1.0)
+    crops = momentum_decay.augmented_copies(image, 16, 2, False, False, -1, rng)
+    windows = [padded[i : i + 4, j : j + 4] for i in range(5) for j in range(5)]
+    for crop in crops:
+        assert any((crop == w).all() for w in windows)
+    assert (crops == -1.0).any()
+
+
+def test_adapt_on_sample_bad_input():
+    adapted = _image_model()
+    image = _data(n=1)[0]
+    with pytest.raises(ValueError, match="hold MomentumDecayBatchNorm"):
+        adaptation.adapt_on_sample(_model(), image)
+    with pytest.raises(ValueError, match=r"`copies` must be an integer >= 2"):
+        adaptation.adapt_on_sample(adapted, image, copies=1)
+    with pytest.raises(ValueError, match=r"`x` must be one image"):
+        adaptation.adapt_on_sample(adapted, _data(n=2))
+    with pytest.raises(ValueError, match=r"`rotate=True` needs a square"):
+        adaptation.adapt_on_sample(adapted, image[:5])
+    with pytest.raises(ValueError, match=r"`data_format` must be one of"):
+        adaptation.adapt_on_sample(adapted, image, data_format="NHWC")
+    assert int(to_numpy(adapted.get_layer("bn_conv").adapted_batches)) == 0
+
+
+def _transferability(layer):
+    """TransNorm's test-mode alpha (thuml/TransNorm src/trans_norm.py)."""
+    eps = layer.epsilon
+    source = to_numpy(layer.source_mean) / np.sqrt(
+        to_numpy(layer.source_variance) + eps
+    )
+    target = to_numpy(layer.moving_mean) / np.sqrt(
+        to_numpy(layer.moving_variance) + eps
+    )
+    prob = 1.0 / (1.0 + np.abs(source - target))
+    return len(prob) * prob / prob.sum()
+
+
+def _affine_distance(layer):
+    total = 0.0
+    if layer.scale:
+        total = total + np.abs(
+            to_numpy(layer.gamma) - to_numpy(layer.source_gamma)
+        )
+    if layer.center:
+        total = total + np.abs(
+            to_numpy(layer.beta) - to_numpy(layer.source_beta)
+        )
+    return total
+
+
+def test_consistency_loss_matches_numpy():
+    """0 before adaptation; after it, with the affine moved, the
+    transferability-weighted (and the plain) L1 distance to the source."""
+    adapted = _image_model()
+    loss = adaptation.batch_normalization_consistency_loss
+    assert float(to_numpy(loss(adapted))) == 0.0
+    for seed in range(2):
+        adapted.predict(_data(seed=seed, shift=1.5), verbose=0)
+    rng = np.random.default_rng(1)
+    for layer in _mdbn_layers(adapted):
+        for w in (layer.gamma, layer.beta):
+            if w is not None:
+                w.assign(w + rng.normal(0, 0.3, w.shape).astype("float32"))
+    weighted = sum(
+        (_transferability(m) * _affine_distance(m)).sum()
+        for m in _mdbn_layers(adapted)
+    )
+    plain = sum(_affine_distance(m).sum() for m in _mdbn_layers(adapted))
+    np.testing.assert_allclose(to_numpy(loss(adapted)), weighted, rtol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(loss(adapted, transferability=False)), plain, rtol=1e-5
+    )
+    alpha = _transferability(adapted.get_layer("bn_conv"))
+    assert not np.allclose(alpha, 1.0)
+    with pytest.raises(ValueError, match="`transferability` must be a bool"):
+        loss(adapted, transferability=1)
+
+
+class ConsistencyOnly(keras.Model):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        return adaptation.batch_normalization_consistency_loss(self)
+
+
+def test_consistency_loss_gradient_in_fit():
+    """One SGD step of `fit` on the loss alone (only the affine
+    trainable): gamma <- gamma - lr * alpha * sign(gamma - gamma_s)."""
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = layers.MomentumDecayBatchNormalization(name="bn")(h)
+    h = keras.layers.Flatten()(h)
+    model = ConsistencyOnly(inputs, keras.layers.Dense(2)(h))
+    layer = model.get_layer("bn")
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, (8, 4, 4, 3)).astype("float32")
+    model.predict(x, verbose=0)  # the source snapshot
+    shift = np.array([0.3, -0.2, 0.1, -0.4], "float32")
+    layer.gamma.assign(layer.gamma + shift)
+    layer.beta.assign(layer.beta - shift)
+    gamma, beta = to_numpy(layer.gamma), to_numpy(layer.beta)
+    adaptation.train_only_normalization(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(x, epochs=1, batch_size=8, verbose=0)
+    alpha = _transferability(layer)
+    assert int(to_numpy(layer.adapted_batches)) == 2
+    np.testing.assert_allclose(
+        to_numpy(layer.gamma), gamma - 0.1 * alpha * np.sign(shift), 1e-5
+    )
+    np.testing.assert_allclose(
+        to_numpy(layer.beta), beta + 0.1 * alpha * np.sign(shift), 1e-5
+    )
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_self_entropy_loss_matches_numpy(from_logits):
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0.0, 3.0, (2, 3, 5, 4)).astype("float32")
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    p[0, :, 0, 0] = [1.0, 0.0, 0.0]  # 0 * log 0 is 0
+    expected = np.mean(-np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=1))
+    y = logits if from_logits else p
+    if from_logits:
+        expected = np.mean(
+            -np.sum(
+                np.exp(logits - np.log(np.exp(logits).sum(1, keepdims=True)))
+                * (logits - np.log(np.exp(logits).sum(1, keepdims=True))),
+                axis=1,
+            )
+        )
+    value = adaptation.self_entropy_loss(y, from_logits=from_logits, axis=1)
+    np.testing.assert_allclose(to_numpy(value), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="`axis` must be an int"):
+        adaptation.self_entropy_loss(y, axis=1.0)

@@ -40,6 +40,9 @@ from keras_batchopt.src.layers.normalization.ghost_batch_normalization import (
 from keras_batchopt.src.layers.normalization.instance_batch_normalization import (  # noqa: E501
     InstanceBatchNormalization as InstanceBatchNormalization,
 )
+from keras_batchopt.src.layers.normalization.momentum_decay_batch_normalization import (  # noqa: E501
+    MomentumDecayBatchNormalization as MomentumDecayBatchNormalization,
+)
 from keras_batchopt.src.layers.normalization.power_normalization import (  # noqa: E501
     PowerNormalization as PowerNormalization,
 )

@@ -111,9 +111,12 @@ def _clone(model, selected, make):
             new.set_weights(old.get_weights())
             continue
         values = {v.name: v for v in old.weights}
-        own = getattr(new, "own_state", ())
+        # A test-time adaptation layer's own state (UnMix-TNS's components,
+        # the source snapshot and decaying momentum of momentum-decay BN)
+        # is not in the old layer: it starts at its initial values.
+        own = getattr(new, "adaptation_state", ())
         for variable in new.weights:
-            if variable.name in own:  # not in the old layer: kept as built
+            if variable.name in own and variable.name not in values:
                 continue
             variable.assign(keras.ops.convert_to_numpy(values[variable.name]))
     return copy
@@ -182,17 +185,20 @@ def convert_batch_normalization(
     original model is unchanged, and the copy is not compiled.
 
     For test-time adaptation (`AlphaBatchNormalization`,
-    `UnMixTestTimeNormalization`), the copy then adapts in inference:
-    `model.predict(x)`, `model(x)`. With `AlphaBatchNormalization(alpha=0)`
-    its outputs in inference equal the original's; UnMix-TNS starts its
-    components from the moving statistics at its first inference call.
+    `UnMixTestTimeNormalization`, `MomentumDecayBatchNormalization`), the
+    copy then adapts in inference: `model.predict(x)`, `model(x)`. With
+    `AlphaBatchNormalization(alpha=0)` (or momentum-decay adaptation
+    switched off, `layer.adapting = False`) its outputs in inference equal
+    the original's; UnMix-TNS starts its components from the moving
+    statistics at its first inference call.
 
     Args:
         model: a built Functional or Sequential `keras.Model`.
         layer_class: the class, or its name in `keras_batchopt.layers`, of
             a layer that holds the state of a Keras BatchNormalization:
             `"AlphaBatchNormalization"`, `"GhostBatchNormalization"` or
-            `"UnMixTestTimeNormalization"`.
+            `"UnMixTestTimeNormalization"` or
+            `"MomentumDecayBatchNormalization"`.
         layer_names: None (default) for every BatchNormalization layer, or
             the names of those to replace; a name that is not a
             BatchNormalization layer of the model raises a ValueError.
@@ -258,7 +264,8 @@ def to_batch_normalization(model, layer_names=None):
     `convert_batch_normalization`.
 
     Each `AlphaBatchNormalization`, `GhostBatchNormalization` or
-    `UnMixTestTimeNormalization` layer (or
+    `UnMixTestTimeNormalization` or `MomentumDecayBatchNormalization` layer
+    (or
     those named in `layer_names`) becomes a Keras BatchNormalization with
     the same name, arguments and weights (`gamma`, `beta`, `moving_mean`,
     `moving_variance`, the adapted statistics where a layer adapts
@@ -302,7 +309,8 @@ def to_batch_normalization(model, layer_names=None):
         layer_names,
         lambda layer: getattr(layer, "batch_normalization_state", False),
         "keras_batchopt BN-family (AlphaBatchNormalization, "
-        "GhostBatchNormalization, UnMixTestTimeNormalization)",
+        "GhostBatchNormalization, UnMixTestTimeNormalization, "
+        "MomentumDecayBatchNormalization)",
     )
 
     def make(layer):

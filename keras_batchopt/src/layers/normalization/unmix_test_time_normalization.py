@@ -227,7 +227,7 @@ class UnMixTestTimeNormalization(ChannelNormalization):
     batch_normalization_state = True
     # Weights that Keras's BatchNormalization has no counterpart of: the
     # surgery leaves them as built.
-    own_state = (
+    adaptation_state = (
         "component_means",
         "component_variances",
         "component_noise",
