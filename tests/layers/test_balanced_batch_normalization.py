@@ -164,7 +164,7 @@ def test_balanced_moments_and_ids_beyond_current_task():
         layer = layers.BalancedBatchNormalization(
             num_tasks=4, axis=1, momentum=0.0, regularization=0.0
         )
-        layer.build(x.shape)
+        layer.build(x.shape, ids.shape)
         layer.task_weight.assign(task_weight)
         layer.set_current_task(2)
         y = layer(x[:batch], task_ids=ids[:batch], training=True)
@@ -202,6 +202,10 @@ def test_regularizer_from_start_task():
     )
     unregularized(x, training=True)
     assert unregularized.losses == []
+    # Built without task ids: no task weights, and a clear error for ids.
+    assert layer.task_weight is None
+    with pytest.raises(ValueError, match="without `task_ids`"):
+        layer(x, task_ids=np.zeros(4, "int32"), training=True)
 
 
 def test_fit_save_load_resume(tmp_path):

@@ -109,6 +109,10 @@ class BalancedBatchNormalization(ChannelNormalization):
     example in a `Sequential` model), the layer uses plain batch
     statistics and keeps the adaptive momentum and the regularizer.
 
+    The learned `task_weight` exists only in a layer built with task ids
+    (first called with `task_ids`, or `build(inputs_shape,
+    task_ids_shape)`).
+
     Tasks: `current_task` is an int32 variable (0 at first); advance it
     with `set_current_task` between calls to `fit`, when a new task
     starts. It, the step counter `step` and the last `eta` are saved
@@ -221,16 +225,20 @@ class BalancedBatchNormalization(ChannelNormalization):
         )
         self.task_weight_initializer = initializers.get(task_weight_initializer)
 
-    def build(self, input_shape):
-        channels = self.channels(input_shape)
+    def build(self, inputs_shape, task_ids_shape=None):
+        channels = self.channels(inputs_shape)
         self.gamma, self.beta = self.build_affine(channels)
         self.build_moving_statistics(channels)
-        self.task_weight = self.add_weight(
-            shape=(self.num_tasks,),
-            name="task_weight",
-            initializer=self.task_weight_initializer,
-            autocast=False,
-        )
+        # Without task ids nothing would train it (Keras warns of a
+        # variable without gradient): only a layer built with them has it.
+        self.task_weight = None
+        if task_ids_shape is not None:
+            self.task_weight = self.add_weight(
+                shape=(self.num_tasks,),
+                name="task_weight",
+                initializer=self.task_weight_initializer,
+                autocast=False,
+            )
         self.current_task = self._scalar("current_task", "int32")
         self.step = self._scalar("step", "int32")
         self.eta = self._scalar("eta", "float32")
@@ -293,6 +301,13 @@ class BalancedBatchNormalization(ChannelNormalization):
         eta = self.next_eta()
         weights = None
         if task_ids is not None:
+            if self.task_weight is None:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' was built without "
+                    "`task_ids` and has no task weights; call it with "
+                    "`task_ids` from its first call on (or build it with "
+                    "`build(inputs_shape, task_ids_shape)`)."
+                )
             weights = sample_weights(
                 task_ids,
                 ops.cast(self.task_weight, x.dtype),
