@@ -62,8 +62,9 @@ class BalancedBatchNormalization(ChannelNormalization):
     In continual learning a model meets tasks one after the other (new
     classes each time), with at most a small replay buffer of old
     samples. Batch normalization then normalizes with statistics of
-    mostly the current task, and its running statistics forget the old
-    tasks within a few hundred steps: a "recency bias" of normalization.
+    mostly the current task, and its running statistics (momentum 0.9 in
+    Keras's convention: a weight of 0.9^50 < 0.01 after 50 steps) forget
+    the old tasks within one task: a "recency bias" of normalization.
     AdaB2N changes three things:
 
     1. Balanced batch statistics (training). Each sample carries its
