@@ -25,6 +25,12 @@ from keras_batchopt.src.layers.convolutional.ws_dense import WSDense as WSDense
 from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (  # noqa: E501
     AlphaBatchNormalization as AlphaBatchNormalization,
 )
+from keras_batchopt.src.layers.normalization.balanced_batch_normalization import (  # noqa: E501
+    BalancedBatchNormalization as BalancedBatchNormalization,
+)
+from keras_batchopt.src.layers.normalization.balanced_batch_normalization import (  # noqa: E501
+    set_current_task as set_current_task,
+)
 from keras_batchopt.src.layers.normalization.batch_channel_normalization import (  # noqa: E501
     BatchChannelNormalization as BatchChannelNormalization,
 )

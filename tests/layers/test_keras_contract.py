@@ -29,6 +29,12 @@ LAYERS = {
         lambda: layers.UnMixTestTimeNormalization(num_components=4, seed=0),
         (6, 6, 8),
     ),
+    # Without task ids: plain batch statistics, adaptive momentum and
+    # the regularizer (task ids as a model input: its own test file).
+    "balanced_bn": (
+        lambda: layers.BalancedBatchNormalization(num_tasks=3, kappa=0.4),
+        (6, 6, 8),
+    ),
     "bcn": (lambda: layers.BatchChannelNormalization(4), (6, 6, 8)),
     "bcn_batch": (
         lambda: layers.BatchChannelNormalization(2, batch_statistics="batch"),

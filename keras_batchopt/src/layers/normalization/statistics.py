@@ -178,3 +178,21 @@ def batch_count(count, weights, x):
     if weights is None:
         return count * ops.cast(ops.shape(x)[0], count.dtype)
     return ops.sum(count)
+
+
+def sample_weighted_moments(means, variances, weights):
+    """``sum_i w_i m_i`` and ``sum_i w_i (v_i + (m_i - mean)^2)``: the
+    moments over the batch (axis 0, kept as size 1) of samples with
+    means `m_i` and biased variances `v_i` (over their own positions),
+    each sample weighted by `weights`, a vector of the batch size.
+
+    The second is ``sum_i w_i mean((x_i - mean)^2)`` (the law of total
+    variance). The weights are not normalized: with weights summing to 1
+    these are the moments of the weighted mixture; with a smaller sum,
+    both shrink with it.
+    """
+    shape = [-1] + [1] * (len(means.shape) - 1)
+    weights = ops.reshape(ops.cast(weights, means.dtype), shape)
+    pooled = ops.sum(means * weights, 0, keepdims=True)
+    spread = variances + ops.square(means - pooled)
+    return pooled, ops.sum(spread * weights, 0, keepdims=True)
