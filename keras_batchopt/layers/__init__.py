@@ -55,3 +55,6 @@ from keras_batchopt.src.layers.normalization.rep_batch_normalization import (  #
 from keras_batchopt.src.layers.normalization.unified_normalization import (  # noqa: E501
     UnifiedNormalization as UnifiedNormalization,
 )
+from keras_batchopt.src.layers.attention.batch_former import (
+    BatchFormer as BatchFormer,
+)
