@@ -1,5 +1,8 @@
 """Public normalization and weight-standardized layers of keras_batchopt."""
 
+from keras_batchopt.src.layers.attention.batch_former import (
+    BatchFormer as BatchFormer,
+)
 from keras_batchopt.src.layers.convolutional.scaled_ws_conv1d import (
     ScaledWSConv1D as ScaledWSConv1D,
 )
@@ -54,7 +57,4 @@ from keras_batchopt.src.layers.normalization.rep_batch_normalization import (  #
 )
 from keras_batchopt.src.layers.normalization.unified_normalization import (  # noqa: E501
     UnifiedNormalization as UnifiedNormalization,
-)
-from keras_batchopt.src.layers.attention.batch_former import (
-    BatchFormer as BatchFormer,
 )

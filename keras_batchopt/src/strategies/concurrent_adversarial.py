@@ -91,9 +91,11 @@ def float_inputs(x):
     """The inputs, cast to floats where they are not (pixels as uint8)."""
     floatx = keras.backend.floatx()
     return tree.map_structure(
-        lambda t: t
-        if "float" in keras.backend.standardize_dtype(t.dtype)
-        else ops.cast(t, floatx),
+        lambda t: (
+            t
+            if "float" in keras.backend.standardize_dtype(t.dtype)
+            else ops.cast(t, floatx)
+        ),
         x,
     )
 

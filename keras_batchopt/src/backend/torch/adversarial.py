@@ -11,9 +11,7 @@ def input_gradients(model, x, y, sample_weight, values):
     """`grad_x L(values; x, y)` in training mode; the layer state the
     forward pass would change is discarded."""
     inputs = [t.detach().requires_grad_(True) for t in tree.flatten(x)]
-    mapping = list(
-        zip(model.trainable_variables, [v.detach() for v in values])
-    )
+    mapping = list(zip(model.trainable_variables, [v.detach() for v in values]))
     with torch.enable_grad(), keras.StatelessScope(state_mapping=mapping):
         loss, _ = model_loss(
             model,

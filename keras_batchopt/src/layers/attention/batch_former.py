@@ -101,7 +101,8 @@ class BatchFormer(keras.layers.Layer):
         channels = int(input_shape[-1])
         if channels % self.num_heads:
             validation.fail(
-                "num_heads", f"a divisor of the feature size {channels}",
+                "num_heads",
+                f"a divisor of the feature size {channels}",
                 self.num_heads,
             )
         hidden = self.intermediate_dim or channels
@@ -119,7 +120,9 @@ class BatchFormer(keras.layers.Layer):
             hidden, activation="relu", dtype=policy, name="dense_1"
         )
         self.dense_1.build((None, channels))
-        self.dense_2 = keras.layers.Dense(channels, dtype=policy, name="dense_2")
+        self.dense_2 = keras.layers.Dense(
+            channels, dtype=policy, name="dense_2"
+        )
         self.dense_2.build((None, hidden))
         self.norm_1, self.norm_2 = (
             keras.layers.LayerNormalization(
@@ -129,7 +132,9 @@ class BatchFormer(keras.layers.Layer):
         )
         self.norm_1.build((None, channels))
         self.norm_2.build((None, channels))
-        seeds = [None if self.seed is None else self.seed + i for i in (1, 2, 3)]
+        seeds = [
+            None if self.seed is None else self.seed + i for i in (1, 2, 3)
+        ]
         self.dropouts = [
             keras.layers.Dropout(self.dropout, seed=s, dtype=policy)
             for s in seeds
