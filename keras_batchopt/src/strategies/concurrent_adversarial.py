@@ -172,7 +172,8 @@ def enable_concurrent_adversarial_training(
 
     >>> import keras, numpy as np, keras_batchopt
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> model = keras_batchopt.strategies.enable_concurrent_adversarial_training(
+    >>> strategies = keras_batchopt.strategies
+    >>> model = strategies.enable_concurrent_adversarial_training(
     ...     model, epsilon=0.01
     ... )
     >>> model.compile(
