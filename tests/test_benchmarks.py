@@ -65,6 +65,7 @@ SCRIPTS = (
     "optimizer_step.py",
     "optimizer_step_sgd_sai_sink_gd.py",
     "ada_hessian_step.py",
+    "conadv_step.py",
     "normalization_layers.py",
     "transformer_normalization.py",
     "schedules_and_batch_tests.py",
