@@ -145,3 +145,23 @@ def test_composes_with_lars_warmup_and_mixed_precision():
     assert set(history.history) == {"loss", "accuracy"}
     assert model.predict(x, verbose=0).shape == (len(x), K)
     assert np.isfinite(model.evaluate(x, y, verbose=0)[0])
+
+
+def test_train_on_batch_with_numpy_and_integer_inputs():
+    x, y = _data(1)
+    w, b = _start()
+    model = _model(w, b, epsilon=0.3)
+    pixels = np.round(np.abs(x) * 10).astype("uint8")
+    loss = model.train_on_batch(pixels, y)
+    want = ref.train([(pixels.astype("float64"), y)], w, b, 1.0, 0.3)
+    np.testing.assert_allclose(
+        model.get_weights()[0], want[-1][0], rtol=1e-5, atol=1e-6
+    )
+    assert np.isfinite(loss)
+    # float32 NumPy inputs (torch's train_on_batch passes them as they are)
+    model = _model(w, b, epsilon=0.3)
+    model.train_on_batch(x.astype("float32"), y)
+    want = ref.train([(x, y)], w, b, 1.0, 0.3)
+    np.testing.assert_allclose(
+        model.get_weights()[0], want[-1][0], rtol=1e-5, atol=1e-6
+    )

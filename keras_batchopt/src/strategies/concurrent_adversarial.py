@@ -90,14 +90,14 @@ class ConcurrentAdversarial:
 def float_inputs(x):
     """The inputs, cast to floats where they are not (pixels as uint8)."""
     floatx = keras.backend.floatx()
-    return tree.map_structure(
-        lambda t: (
-            t
-            if "float" in keras.backend.standardize_dtype(t.dtype)
-            else ops.cast(t, floatx)
-        ),
-        x,
-    )
+
+    def as_float(t):
+        t = ops.convert_to_tensor(t)
+        if "float" in keras.backend.standardize_dtype(t.dtype):
+            return t
+        return ops.cast(t, floatx)
+
+    return tree.map_structure(as_float, x)
 
 
 def _stateful_step(model, base, conadv, data):
