@@ -257,7 +257,7 @@ def render(rows, keep_from=None):
         md.checkout_line(rows),
         f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
         f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
-        f"(backend, model), each timing its 3 optimizers round-robin, "
+        f"(backend, model), each timing its 2 steps round-robin, "
         f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
         f"{r0.get('warmup', 5)} warm-up steps",
         f"- `model.train_on_batch` on one fixed batch of "

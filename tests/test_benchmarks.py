@@ -39,6 +39,7 @@ def _import(name):
             "optimizer_step_sgd_sai_sink_gd_cpu",
         ),
         ("ada_hessian_step", "ada_hessian_step_cpu"),
+        ("conadv_step", "conadv_step_cpu"),
         ("normalization_layers", "normalization_layers_cpu"),
         ("transformer_normalization", "transformer_normalization_cpu"),
         ("schedules_and_batch_tests", "schedules_batch_tests_cpu"),
