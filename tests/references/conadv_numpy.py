@@ -1,5 +1,5 @@
 """NumPy reference for ConAdv (Liu, Chen, Cheng, Hsieh and You, ICLR 2022,
-arXiv 2106.00221, Algorithm 1 with staleness tau = 1).
+arXiv 2106.00221; the ConAdv algorithm with staleness tau = 1).
 
 No official code was found; this is written from the paper's algorithm:
 at step t, `x_adv = x_t + eps * sign(grad_x L(theta_{t-1}; x_t, y_t))`

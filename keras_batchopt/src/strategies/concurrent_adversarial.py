@@ -186,8 +186,8 @@ def enable_concurrent_adversarial_training(
     References:
         - [Liu, Chen, Cheng, Hsieh and You, 2022](
           https://arxiv.org/abs/2106.00221), Concurrent Adversarial
-          Learning for Large-Batch Training (ICLR 2022), Algorithm 1
-          (ConAdv, staleness `tau = 1`).
+          Learning for Large-Batch Training (ICLR 2022), the ConAdv
+          algorithm with staleness `tau = 1`.
         - [Goodfellow, Shlens and Szegedy, 2015](
           https://arxiv.org/abs/1412.6572), the signed-gradient step.
 
