@@ -39,6 +39,7 @@ def _import(name):
             "optimizer_step_sgd_sai_sink_gd_cpu",
         ),
         ("ada_hessian_step", "ada_hessian_step_cpu"),
+        ("conadv_step", "conadv_step_cpu"),
         ("normalization_layers", "normalization_layers_cpu"),
         (
             "test_time_normalization_step",
@@ -69,6 +70,7 @@ SCRIPTS = (
     "optimizer_step.py",
     "optimizer_step_sgd_sai_sink_gd.py",
     "ada_hessian_step.py",
+    "conadv_step.py",
     "normalization_layers.py",
     "test_time_normalization_step.py",
     "transformer_normalization.py",

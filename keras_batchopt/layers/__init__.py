@@ -1,5 +1,8 @@
 """Public normalization and weight-standardized layers of keras_batchopt."""
 
+from keras_batchopt.src.layers.attention.batch_former import (
+    BatchFormer as BatchFormer,
+)
 from keras_batchopt.src.layers.convolutional.scaled_ws_conv1d import (
     ScaledWSConv1D as ScaledWSConv1D,
 )

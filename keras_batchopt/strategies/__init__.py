@@ -1,3 +1,10 @@
 """Batch-level training strategies: what a mini-batch is and how a training
 step uses it (hard mini-batch selection, concurrent adversarial training,
 BatchFormer's shared classifier, noise assignment for diffusion)."""
+
+from keras_batchopt.src.strategies.batchformer_training import (
+    enable_batchformer_training as enable_batchformer_training,
+)
+from keras_batchopt.src.strategies.concurrent_adversarial import (
+    enable_concurrent_adversarial_training as enable_concurrent_adversarial_training,  # noqa: E501
+)

@@ -1,0 +1,1 @@
+"""Layers that attend across the samples of a mini-batch."""
