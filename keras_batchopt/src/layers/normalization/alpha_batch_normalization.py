@@ -163,7 +163,9 @@ class AlphaBatchNormalization(ChannelNormalization):
         moving_mean = ops.cast(self.moving_mean, x.dtype)
         moving_variance = ops.cast(self.moving_variance, x.dtype)
         if self.is_training(training):
-            mean, variance, _ = batch_moments(x, axis, mask)
+            mean, variance, _ = statistics.synchronize(
+                *batch_moments(x, axis, mask), self.synchronized
+            )
             statistics.moving_average(self.moving_mean, mean, self.momentum)
             statistics.moving_average(
                 self.moving_variance, variance, self.momentum
@@ -194,7 +196,10 @@ class AlphaBatchNormalization(ChannelNormalization):
                 f"shape {tuple(x.shape)}, one value per channel. Use "
                 "batches of two or more, or alpha=0 (the source statistics)."
             )
-        mean, variance, count = batch_moments(x, axis, mask)
+        # Synchronized: the test batch of every replica.
+        mean, variance, count = statistics.synchronize(
+            *batch_moments(x, axis, mask), self.synchronized
+        )
         variance = statistics.unbiased(variance, count)
         usable = ops.logical_and(
             count >= 2,

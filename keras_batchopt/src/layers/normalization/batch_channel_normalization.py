@@ -194,6 +194,10 @@ class BatchChannelNormalization(ChannelNormalization):
                 None if weights is None else count,
                 0,
             )
+            total = statistics.batch_count(count, weights, x)
+            batch_mean, batch_variance, total = statistics.synchronize(
+                batch_mean, batch_variance, total, self.synchronized
+            )
             if self.batch_statistics == "estimated":
                 mean, variance = self._estimate(
                     batch_mean, batch_variance, mean, variance
@@ -204,9 +208,8 @@ class BatchChannelNormalization(ChannelNormalization):
                     self.moving_mean, ops.reshape(mean, (-1,)), self.momentum
                 )
                 # PyTorch's unbiased update, over the real values.
-                total = statistics.batch_count(count, weights, x)
                 unbiased = statistics.unbiased(
-                    ops.reshape(variance, (-1,)), total
+                    ops.reshape(variance, (-1,)), ops.reshape(total, (-1,))
                 )
                 statistics.moving_average(
                     self.moving_variance, unbiased, self.momentum

@@ -223,6 +223,12 @@ class GhostBatchNormalization(ChannelNormalization):
         mean = ops.reshape(ghosts["mean"], (-1, channels))
         variance = ops.reshape(ghosts["variance"], (-1, channels))
         counts = ops.reshape(ghosts["count"], (-1, channels))
+        # Synchronized: the moving statistics of every replica's ghost
+        # batches, in replica order (those of one device with the whole
+        # batch); each ghost batch is normalized by its own moments.
+        mean, variance, counts = statistics.gather(
+            [mean, variance, counts], self.synchronized
+        )
         if self.moving_statistics == "mean":
             # Each ghost batch weighs its number of real values.
             weights = counts / ops.maximum(ops.sum(counts, 0), 1.0)

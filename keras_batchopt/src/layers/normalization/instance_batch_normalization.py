@@ -139,6 +139,10 @@ class InstanceBatchNormalization(ChannelNormalization):
             batch_mean, batch_variance = statistics.pooled_moments(
                 mean, variance, None if weights is None else count, 0
             )
+            total = statistics.batch_count(count, weights, x)
+            batch_mean, batch_variance, total = statistics.synchronize(
+                batch_mean, batch_variance, total, self.synchronized
+            )
             statistics.moving_average(
                 self.moving_mean,
                 ops.reshape(batch_mean, (-1,))[split:],
@@ -148,7 +152,7 @@ class InstanceBatchNormalization(ChannelNormalization):
                 self.moving_variance,
                 statistics.unbiased(
                     ops.reshape(batch_variance, (-1,))[split:],
-                    statistics.batch_count(count, weights, x),
+                    ops.reshape(total, (-1,))[split:],
                 ),
                 self.momentum,
             )

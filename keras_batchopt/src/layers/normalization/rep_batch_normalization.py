@@ -43,7 +43,9 @@ class RepBatchNormalizationBase(ChannelNormalization):
         """RepBN of `(rows, channels)` on batch statistics; the moving
         statistics take the PyTorch update (unbiased variance) where
         `update` holds."""
-        mean, variance, count = batch_moments(rows, weights)
+        mean, variance, count = statistics.synchronize(
+            *batch_moments(rows, weights), self.synchronized
+        )
         scale, offset = statistics.scale_and_offset(
             mean,
             variance,

@@ -1,0 +1,35 @@
+"""Cross-replica sums under a `tf.distribute` strategy.
+
+The other backends have no such module: on JAX, `keras.distribution`
+hands a jitted step the global batch as one sharded array, so a reduction
+over the batch axis is already over every replica's samples (XLA inserts
+the collective); torch has no Keras distribution.
+"""
+
+import tensorflow as tf
+
+
+def replicas():
+    """The number of replicas in sync, in a replica context (1 without a
+    strategy, and in cross-replica context)."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def all_reduce_sum(values):
+    """The sum over the replicas of each tensor of the list `values`, in
+    a replica context of a strategy with more than one replica; `values`
+    unchanged otherwise (no strategy, or cross-replica context)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def all_gather(values):
+    """Each tensor of the list `values` of every replica, concatenated on
+    axis 0 in replica order (in a replica context; see `all_reduce_sum`)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return [context.all_gather(v, axis=0) for v in values]
