@@ -12,6 +12,20 @@ import numpy as np
 STEPS = 20
 BATCH = 16
 
+# One case per optimizer of the package (tests/optimizers/contract_cases.py),
+# with the options that reduce over a whole variable: AdaHessian's spatial
+# averaging of the convolution kernel, LARS's LARC with the sum of norms,
+# AdaGradNorm's one global accumulator, SinkGD's Sinkhorn iterations.
+OPTIMIZER_CASES = (
+    "ada_hessian_power_interval",
+    "adan",
+    "lamb",
+    "lars_nesterov_larc_sum_of_norms",
+    "sgd_sai",
+    "adagrad_norm",
+    "sink_gd",
+)
+
 
 def data(seed=0):
     rng = np.random.default_rng(seed)
@@ -111,7 +125,7 @@ def train_layer_model(name, synchronized, weights, x, y):
 
     model = build_layer_model(name, synchronized)
     model.set_weights(weights)
-    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.compile(keras.optimizers.SGD(0.01), "mse")
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     return model.get_weights()
 

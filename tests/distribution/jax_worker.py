@@ -85,7 +85,7 @@ def main(names):
     weights = common.initial_weights()
     result = {"devices": len(jax.devices()), "cases": {}}
     for case in CASES:
-        if names and case.name not in names:
+        if case.name not in (names or common.OPTIMIZER_CASES):
             continue
         model, _ = train(case, weights, x, y)
         reference = model.get_weights()
@@ -98,7 +98,34 @@ def main(names):
                 "sharding": sharding_report(model, optimizer),
             }
         result["cases"][case.name] = entry
+    result["layers"] = layers(names)
     print(json.dumps(result))
+
+
+def layers(names):
+    """Per batch-statistics layer: the error relative to one device after
+    3 steps of `fit` (weights and moving statistics) under `DataParallel`
+    on 2 devices (8 samples each), synchronized and not: a jitted step
+    takes the global batch as one array sharded over the devices, so
+    both reduce over the whole batch."""
+    x, y = common.layer_data()
+    distribution = keras.distribution.DataParallel(devices=jax.devices()[:2])
+    out = {}
+    for name in common.layer_factories(True):
+        if names and name not in names:
+            continue
+        weights = common.initial_layer_weights(name)
+        reference = common.train_layer_model(name, True, weights, x, y)
+        entry = {}
+        for synchronized in (True, False):
+            with distribution.scope():
+                trained = common.train_layer_model(
+                    name, synchronized, weights, x, y
+                )
+            key = "synchronized" if synchronized else "local"
+            entry[key] = common.relative_error(trained, reference)
+        out[name] = entry
+    return out
 
 
 if __name__ == "__main__":

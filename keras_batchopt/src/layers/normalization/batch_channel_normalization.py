@@ -82,6 +82,14 @@ class BatchChannelNormalization(ChannelNormalization):
         beta_constraint, gamma_constraint: as in
             `keras.layers.BatchNormalization`, for the per-channel affine;
             the per-group affine starts at scale 1 and offset 0.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:

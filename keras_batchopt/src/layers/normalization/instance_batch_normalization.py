@@ -50,6 +50,16 @@ class InstanceBatchNormalization(ChannelNormalization):
         beta_constraint, gamma_constraint: as in
             `keras.layers.BatchNormalization`; `gamma` and `beta` cover
             all channels, the moving statistics the batch channels.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
+            Only the batch channels' statistics are synchronized; the
+            instance channels use each sample's own.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:

@@ -72,6 +72,14 @@ class RegionNormalization(keras.layers.Layer):
         epsilon: a float > 0. Defaults to `1e-5`.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:

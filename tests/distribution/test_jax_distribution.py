@@ -1,0 +1,67 @@
+"""keras.distribution on JAX, 8 virtual CPU devices (see jax_worker.py).
+
+Every optimizer gives the weights of one device after 20 steps under
+`DataParallel` and under `ModelParallel` with the convolution and Dense
+kernels sharded over a 2x4 mesh; its slots have their variable's
+sharding. Equal weights with sharded kernels are the check that LAMB's
+and LARS's trust ratios, AdaGradNorm's accumulator, SinkGD's row and
+column normalisation and AdaHessian's spatial average are taken over the
+whole variable: a norm of one shard would give other weights. (No
+layout can make them wrong: a jitted step sees each sharded variable as
+one global array and XLA adds the collectives, so there is no layout to
+refuse with an error.)
+
+The batch-statistics layers under `DataParallel` on 2 devices (half the
+batch each) equal one device with the whole batch, synchronized or not:
+the step reduces over the global batch.
+
+The worker runs in the JAX lane only (the result does not depend on the
+lane's backend; it sets its own), once for the file.
+"""
+
+import keras
+import pytest
+
+from tests.distribution import common
+from tests.distribution.worker_run import run_worker
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution is JAX's; runs in the JAX lane",
+)
+
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_worker("tests.distribution.jax_worker")
+
+
+def test_eight_devices(result):
+    assert result["devices"] == 8
+    assert sorted(result["cases"]) == sorted(common.OPTIMIZER_CASES)
+
+
+@pytest.mark.parametrize("name", common.OPTIMIZER_CASES)
+@pytest.mark.parametrize("distribution", ["data_parallel", "model_parallel"])
+def test_optimizer_matches_one_device(result, name, distribution):
+    entry = result["cases"][name][distribution]
+    assert entry["error"] <= RTOL, entry["error"]
+
+
+@pytest.mark.parametrize("name", common.OPTIMIZER_CASES)
+def test_slots_are_sharded_like_their_variable(result, name):
+    sharding = result["cases"][name]["model_parallel"]["sharding"]
+    kernels = ["conv/kernel", "dense_1/kernel", "dense_2/kernel"]
+    assert all(sharding[k]["sharded"] for k in kernels)
+    assert all(entry["same"] for entry in sharding.values()), sharding
+    # Every optimizer keeps a full-size slot for some variable here.
+    assert sum(entry["slots"] for entry in sharding.values()) > 0
+
+
+@pytest.mark.parametrize("name", list(common.layer_factories(True)))
+def test_layer_two_replicas_match_one(result, name):
+    entry = result["layers"][name]
+    assert entry["synchronized"] <= RTOL, entry
+    assert entry["local"] <= RTOL, entry
