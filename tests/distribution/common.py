@@ -24,7 +24,23 @@ OPTIMIZER_CASES = (
     "sgd_sai",
     "adagrad_norm",
     "sink_gd",
+    "adan_clipped",
 )
+
+
+def extra_cases():
+    """Cases beyond the contract's: Adan with a global-norm clip that
+    acts on these gradients (the contract's `max_grad_norm=5` does not)."""
+    from keras_batchopt.optimizers import Adan
+    from tests.optimizers.contract_cases import OptimizerCase
+
+    return [
+        OptimizerCase(
+            "adan_clipped",
+            Adan,
+            dict(learning_rate=0.01, weight_decay=0.05, max_grad_norm=0.1),
+        )
+    ]
 
 
 def data(seed=0):

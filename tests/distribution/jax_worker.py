@@ -84,7 +84,7 @@ def main(names):
     x, y = common.data()
     weights = common.initial_weights()
     result = {"devices": len(jax.devices()), "cases": {}}
-    for case in CASES:
+    for case in CASES + common.extra_cases():
         if case.name not in (names or common.OPTIMIZER_CASES):
             continue
         model, _ = train(case, weights, x, y)

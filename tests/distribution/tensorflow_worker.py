@@ -53,7 +53,7 @@ def main(names):
     weights = common.initial_weights()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"replicas": strategy.num_replicas_in_sync, "cases": {}}
-    for case in CASES:
+    for case in CASES + common.extra_cases():
         if case.name not in (names or common.OPTIMIZER_CASES):
             continue
         reference = train(case, weights, x, y).get_weights()

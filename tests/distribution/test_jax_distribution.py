@@ -31,6 +31,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 RTOL = 1e-5
+# AdaHessian's Hessian-vector product is a sum over the batch of terms of
+# both signs: its rounding differs with the order of the reduction. One
+# device with and without XLA already differ by 7.9e-6 after these 20
+# steps (the convolution's bias; 9.8e-6 under DataParallel): 3x that.
+ADA_HESSIAN_RTOL = 3e-5
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,8 @@ def test_eight_devices(result):
 @pytest.mark.parametrize("distribution", ["data_parallel", "model_parallel"])
 def test_optimizer_matches_one_device(result, name, distribution):
     entry = result["cases"][name][distribution]
-    assert entry["error"] <= RTOL, entry["error"]
+    rtol = ADA_HESSIAN_RTOL if name.startswith("ada_hessian") else RTOL
+    assert entry["error"] <= rtol, entry["error"]
 
 
 @pytest.mark.parametrize("name", common.OPTIMIZER_CASES)
@@ -56,8 +62,10 @@ def test_slots_are_sharded_like_their_variable(result, name):
     kernels = ["conv/kernel", "dense_1/kernel", "dense_2/kernel"]
     assert all(sharding[k]["sharded"] for k in kernels)
     assert all(entry["same"] for entry in sharding.values()), sharding
-    # Every optimizer keeps a full-size slot for some variable here.
-    assert sum(entry["slots"] for entry in sharding.values()) > 0
+    # Every optimizer but AdaGradNorm (one scalar accumulator by default)
+    # keeps a full-size slot for some variable here.
+    slots = sum(entry["slots"] for entry in sharding.values())
+    assert (slots == 0) == (name == "adagrad_norm"), slots
 
 
 @pytest.mark.parametrize("name", list(common.layer_factories(True)))

@@ -242,5 +242,12 @@ class BatchOptimizer(keras.optimizers.Optimizer):
                 self, grads, trainable_variables, learning_rate
             )
             return
+        distribute = dispatch.backend_module("distribute", required=False)
+        if distribute is not None and distribute.replicas() > 1:
+            # tf.distribute: the transform must see the summed gradients.
+            distribute.transformed_update_step(
+                self, grads, trainable_variables, learning_rate
+            )
+            return
         grads = self._transform_gradients(grads, trainable_variables)
         super()._backend_update_step(grads, trainable_variables, learning_rate)

@@ -33,3 +33,24 @@ def all_gather(values):
     if context is None or context.num_replicas_in_sync == 1:
         return values
     return [context.all_gather(v, axis=0) for v in values]
+
+
+def transformed_update_step(optimizer, grads, variables, learning_rate):
+    """Keras's TensorFlow update under a strategy, with the optimizer's
+    whole-step `_transform_gradients` on the all-reduced gradients.
+
+    Keras's `_backend_update_step` all-reduces the gradients itself, after
+    any transform run before it: a global-norm clip (Adan's
+    `max_grad_norm`) or AdaGradNorm's global accumulator would then see
+    one replica's gradients. Here the sum comes first, then the
+    transform, then Keras's per-variable distributed update (its
+    `_distributed_tf_update_step`, as Keras calls it)."""
+    variables = [getattr(v, "value", v) for v in variables]
+    grads = all_reduce_sum(list(grads))
+    grads = optimizer._transform_gradients(grads, variables)
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        optimizer._distributed_tf_update_step,
+        optimizer._distribution_strategy,
+        list(zip(grads, variables)),
+        learning_rate,
+    )
