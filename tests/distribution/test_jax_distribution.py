@@ -15,20 +15,14 @@ The batch-statistics layers under `DataParallel` on 2 devices (half the
 batch each) equal one device with the whole batch, synchronized or not:
 the step reduces over the global batch.
 
-The worker runs in the JAX lane only (the result does not depend on the
-lane's backend; it sets its own), once for the file.
+The worker runs once for the file, in the JAX lane only (tests/conftest.py
+collects files named after a backend on that backend only).
 """
 
-import keras
 import pytest
 
 from tests.distribution import common
 from tests.distribution.worker_run import run_worker
-
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="keras.distribution is JAX's; runs in the JAX lane",
-)
 
 RTOL = 1e-5
 # AdaHessian's Hessian-vector product is a sum over the batch of terms of

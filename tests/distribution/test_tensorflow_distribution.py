@@ -8,20 +8,15 @@ its Hessian training step included. Every batch-statistics layer with
 (weights and moving statistics), and without it differs (each replica
 normalizes by its own half batch).
 
-The worker runs in the TensorFlow lane only (the result does not depend
-on the lane's backend; it sets its own), once for the file.
+The worker runs once for the file, in the TensorFlow lane only
+(tests/conftest.py
+collects files named after a backend on that backend only).
 """
 
-import keras
 import pytest
 
 from tests.distribution import common
 from tests.distribution.worker_run import run_worker
-
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="tf.distribute is TensorFlow's; runs in the TensorFlow lane",
-)
 
 RTOL = 1e-5
 

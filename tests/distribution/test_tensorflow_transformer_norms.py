@@ -8,15 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-import keras
-import pytest
-
-# The subprocess sets its own backend: it runs in the TensorFlow lane only.
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="tf.distribute is TensorFlow's; runs in the TensorFlow lane",
-)
-
 SCRIPT = textwrap.dedent(
     """
     import json, os
