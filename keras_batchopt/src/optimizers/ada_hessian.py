@@ -138,10 +138,14 @@ class AdaHessian(BatchOptimizer):
           loss scale, as the gradients are.
         - **Weight decay** is decoupled and scaled by the learning rate,
           exactly the official `w - lr * (... + weight_decay * w)`.
-        - **Distribution.** `tf.distribute` strategies are not supported
-          by the Hessian training step yet (it raises). On JAX the step is
-          Keras's stateless step plus the product, but it has not been
-          tested under `keras.distribution`.
+        - **Distribution.** Under a `tf.distribute` strategy the Hessian
+          training step sums the replicas' Hessian-vector products as the
+          gradients are summed (every replica draws the same probes), and
+          under `keras.distribution` on JAX the product is taken on the
+          global batch: both give the weights of one device (tested with
+          `MirroredStrategy` on 2 replicas, and `DataParallel` and a
+          sharded `ModelParallel` layout on 8 devices). The spatial
+          average of a sharded kernel is over the whole kernel.
     """
 
     # No TensorFlow XLA update: the Hessian-vector products arrive as

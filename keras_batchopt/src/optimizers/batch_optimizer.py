@@ -39,7 +39,11 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       checks it for every fast path.
     - **Whole-step gradient transforms.** `_transform_gradients()` sees all
       gradients at once (for global-norm clipping and the like) before the
-      generic per-variable loop.
+      generic per-variable loop. Under a `tf.distribute` strategy with
+      several replicas it sees the all-reduced gradients (the backend's
+      `distribute.transformed_update_step` sums them first, then runs
+      Keras's per-variable distributed update, which also touches Keras's
+      private `_distributed_tf_update_step`).
     - **Weight decay inside the step.** A subclass whose algorithm places
       the decay itself (Adan's proximal step, LAMB's and LARS's trust
       ratios) sets `_decay_in_update_step = True`, which turns off Keras's
@@ -239,6 +243,13 @@ class BatchOptimizer(keras.optimizers.Optimizer):
         fast_path = self._fast_path(grads, trainable_variables)
         if fast_path is not None:
             fast_path.update_step(
+                self, grads, trainable_variables, learning_rate
+            )
+            return
+        distribute = dispatch.backend_module("distribute", required=False)
+        if distribute is not None and distribute.replicas() > 1:
+            # tf.distribute: the transform must see the summed gradients.
+            distribute.transformed_update_step(
                 self, grads, trainable_variables, learning_rate
             )
             return

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import tree
 
+from keras_batchopt.src.backend.tensorflow import distribute
 from keras_batchopt.src.backend.tensorflow.sparse import densify
 from keras_batchopt.src.curvature.loss_scale import hessian_optimizer
 from keras_batchopt.src.curvature.loss_scale import skip_step_on_overflow
@@ -69,11 +70,6 @@ def make_hessian_vector_product(model):
 def train_step(model, data):
     """Keras's TensorFlow `train_step`, plus one Hessian-vector product per
     step handed to the model's Hessian optimizer."""
-    if tf.distribute.has_strategy():
-        raise NotImplementedError(
-            "The Hessian training step does not support tf.distribute "
-            "strategies yet; train without one, or on the JAX backend."
-        )
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
     inner = hessian_optimizer(optimizer)
@@ -113,6 +109,12 @@ def train_step(model, data):
         hvps = with_hvp()
     else:
         hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
+    # Under a strategy, the replicas' products summed as the optimizer sums
+    # the gradients: each replica's loss is scaled by `1 / replicas` and
+    # every replica draws the same probes, so the sum is `H z` of the
+    # global batch, equal on every replica (the strategy's per-copy update
+    # then reads the same values whichever replica handed them over).
+    hvps = distribute.all_reduce_sum(hvps)
     grads = skip_step_on_overflow(optimizer, grads, hvps)
     with inner.using_hessian(hvps, variables):
         optimizer.apply(grads, variables)

@@ -93,6 +93,16 @@ class AlphaBatchNormalization(ChannelNormalization):
         moving_variance_initializer, beta_regularizer, gamma_regularizer,
         beta_constraint, gamma_constraint: as in
             `keras.layers.BatchNormalization`.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
+            In inference with `alpha > 0`, the test batch's statistics are
+            synchronized too.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -163,7 +173,9 @@ class AlphaBatchNormalization(ChannelNormalization):
         moving_mean = ops.cast(self.moving_mean, x.dtype)
         moving_variance = ops.cast(self.moving_variance, x.dtype)
         if self.is_training(training):
-            mean, variance, _ = batch_moments(x, axis, mask)
+            mean, variance, _ = statistics.synchronize(
+                *batch_moments(x, axis, mask), self.synchronized
+            )
             statistics.moving_average(self.moving_mean, mean, self.momentum)
             statistics.moving_average(
                 self.moving_variance, variance, self.momentum
@@ -194,7 +206,10 @@ class AlphaBatchNormalization(ChannelNormalization):
                 f"shape {tuple(x.shape)}, one value per channel. Use "
                 "batches of two or more, or alpha=0 (the source statistics)."
             )
-        mean, variance, count = batch_moments(x, axis, mask)
+        # Synchronized: the test batch of every replica.
+        mean, variance, count = statistics.synchronize(
+            *batch_moments(x, axis, mask), self.synchronized
+        )
         variance = statistics.unbiased(variance, count)
         usable = ops.logical_and(
             count >= 2,

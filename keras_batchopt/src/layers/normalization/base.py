@@ -7,6 +7,7 @@ from keras import ops
 from keras import regularizers
 
 from keras_batchopt.src import validation
+from keras_batchopt.src.layers.normalization import statistics
 
 
 def check_axis(axis):
@@ -21,7 +22,9 @@ class ChannelNormalization(keras.layers.Layer):
     """Per-channel affine and moving statistics, as Keras's BN keeps them.
 
     Subclasses implement `call`; this class holds the arguments shared with
-    `keras.layers.BatchNormalization`, their checks, the weights (created
+    `keras.layers.BatchNormalization` (`synchronized` included: subclasses
+    pass their batch moments through `statistics.synchronize`), their
+    checks, the weights (created
     with `autocast=False`, so that they stay float32 under mixed
     precision) and the config.
     """
@@ -41,10 +44,21 @@ class ChannelNormalization(keras.layers.Layer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.axis = check_axis(axis)
+        self.synchronized = statistics.check_synchronized(
+            type(self).__name__, synchronized
+        )
+        if synchronized and not self.supports_synchronized:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support "
+                "`synchronized=True` yet: its backward pass keeps batch "
+                "state that would need synchronizing too. Received: "
+                "synchronized=True"
+            )
         self.momentum = validation.check_beta("momentum", momentum)
         self.epsilon = validation.check_positive("epsilon", epsilon)
         self.center = validation.check_bool("center", center)
@@ -62,6 +76,9 @@ class ChannelNormalization(keras.layers.Layer):
         self.supports_masking = False
         self.gamma = None
         self.beta = None
+
+    # False where `synchronized=True` is not implemented (it then raises).
+    supports_synchronized = True
 
     # Layers whose input must have spatial axes set this to 3.
     min_rank = 2
@@ -189,6 +206,7 @@ class ChannelNormalization(keras.layers.Layer):
                 "gamma_constraint": constraints.serialize(
                     self.gamma_constraint
                 ),
+                "synchronized": self.synchronized,
             }
         )
         return config

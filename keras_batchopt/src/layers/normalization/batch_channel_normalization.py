@@ -82,6 +82,14 @@ class BatchChannelNormalization(ChannelNormalization):
         beta_constraint, gamma_constraint: as in
             `keras.layers.BatchNormalization`, for the per-channel affine;
             the per-group affine starts at scale 1 and offset 0.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -194,6 +202,10 @@ class BatchChannelNormalization(ChannelNormalization):
                 None if weights is None else count,
                 0,
             )
+            total = statistics.batch_count(count, weights, x)
+            batch_mean, batch_variance, total = statistics.synchronize(
+                batch_mean, batch_variance, total, self.synchronized
+            )
             if self.batch_statistics == "estimated":
                 mean, variance = self._estimate(
                     batch_mean, batch_variance, mean, variance
@@ -204,9 +216,8 @@ class BatchChannelNormalization(ChannelNormalization):
                     self.moving_mean, ops.reshape(mean, (-1,)), self.momentum
                 )
                 # PyTorch's unbiased update, over the real values.
-                total = statistics.batch_count(count, weights, x)
                 unbiased = statistics.unbiased(
-                    ops.reshape(variance, (-1,)), total
+                    ops.reshape(variance, (-1,)), ops.reshape(total, (-1,))
                 )
                 statistics.moving_average(
                     self.moving_variance, unbiased, self.momentum

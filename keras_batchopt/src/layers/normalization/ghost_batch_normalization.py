@@ -102,6 +102,17 @@ class GhostBatchNormalization(ChannelNormalization):
         moving_variance_initializer, beta_regularizer, gamma_regularizer,
         beta_constraint, gamma_constraint: as in
             `keras.layers.BatchNormalization`.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
+            Each ghost batch is normalized by its own moments either way;
+            synchronized, the moving statistics are updated from every
+            replica's ghost batches, in replica order.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -223,6 +234,12 @@ class GhostBatchNormalization(ChannelNormalization):
         mean = ops.reshape(ghosts["mean"], (-1, channels))
         variance = ops.reshape(ghosts["variance"], (-1, channels))
         counts = ops.reshape(ghosts["count"], (-1, channels))
+        # Synchronized: the moving statistics of every replica's ghost
+        # batches, in replica order (those of one device with the whole
+        # batch); each ghost batch is normalized by its own moments.
+        mean, variance, counts = statistics.gather(
+            [mean, variance, counts], self.synchronized
+        )
         if self.moving_statistics == "mean":
             # Each ghost batch weighs its number of real values.
             weights = counts / ops.maximum(ops.sum(counts, 0), 1.0)

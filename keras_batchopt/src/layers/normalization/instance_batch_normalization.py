@@ -50,6 +50,16 @@ class InstanceBatchNormalization(ChannelNormalization):
         beta_constraint, gamma_constraint: as in
             `keras.layers.BatchNormalization`; `gamma` and `beta` cover
             all channels, the moving statistics the batch channels.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
+            Only the batch channels' statistics are synchronized; the
+            instance channels use each sample's own.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -139,6 +149,10 @@ class InstanceBatchNormalization(ChannelNormalization):
             batch_mean, batch_variance = statistics.pooled_moments(
                 mean, variance, None if weights is None else count, 0
             )
+            total = statistics.batch_count(count, weights, x)
+            batch_mean, batch_variance, total = statistics.synchronize(
+                batch_mean, batch_variance, total, self.synchronized
+            )
             statistics.moving_average(
                 self.moving_mean,
                 ops.reshape(batch_mean, (-1,))[split:],
@@ -148,7 +162,7 @@ class InstanceBatchNormalization(ChannelNormalization):
                 self.moving_variance,
                 statistics.unbiased(
                     ops.reshape(batch_variance, (-1,))[split:],
-                    statistics.batch_count(count, weights, x),
+                    ops.reshape(total, (-1,))[split:],
                 ),
                 self.momentum,
             )

@@ -116,6 +116,9 @@ class PowerNormalization(QuadraticMeanNormalization):
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint: as in `keras.layers.BatchNormalization`.
         moving_variance_initializer: initializer of `psi`.
+        synchronized: `False` (default); `True` is not implemented yet
+            (NotImplementedError): the custom backward pass reduces over
+            the batch too.
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of

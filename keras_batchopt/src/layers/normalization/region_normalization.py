@@ -72,6 +72,14 @@ class RegionNormalization(keras.layers.Layer):
         epsilon: a float > 0. Defaults to `1e-5`.
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
         **kwargs: other keyword arguments passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -120,9 +128,13 @@ class RegionNormalization(keras.layers.Layer):
         kernel_size=7,
         epsilon=1e-5,
         data_format=None,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.synchronized = statistics.check_synchronized(
+            type(self).__name__, synchronized
+        )
         self.mode = validation.check_one_of("mode", mode, MODES)
         self.threshold = validation.check_in_interval(
             "threshold", threshold, 0.0, 1.0, True, True
@@ -253,24 +265,36 @@ class RegionNormalization(keras.layers.Layer):
         rank = len(x.shape)
         axis = self.axis % rank
         axes = [i for i in range(rank) if i != axis]
-        total = ops.cast(ops.size(mask), x.dtype)
         inside = mask > 0.5  # the mask is binary
         zero = ops.zeros((), x.dtype)
-        sizes = []
-        for region in (mask, 1.0 - mask):
-            size = ops.sum(region)
-            sizes.append(ops.where(size == 0, ops.ones_like(size), size))
-        mean_in = ops.sum(ops.where(inside, x, zero), axes, True) / sizes[0]
-        mean_out = ops.sum(ops.where(inside, zero, x), axes, True) / sizes[1]
-        centered = ops.where(inside, x - mean_in, x - mean_out)
+        # Sums over the batch (of every replica when synchronized).
+        total, size_in, size_out, sum_in, sum_out = statistics.all_reduce_sum(
+            [
+                ops.cast(ops.size(mask), x.dtype),
+                ops.sum(mask),
+                ops.sum(1.0 - mask),
+                ops.sum(ops.where(inside, x, zero), axes, True),
+                ops.sum(ops.where(inside, zero, x), axes, True),
+            ],
+            self.synchronized,
+        )
+        sizes = [
+            ops.where(size == 0, ops.ones_like(size), size)
+            for size in (size_in, size_out)
+        ]
+        centered = ops.where(
+            inside, x - sum_in / sizes[0], x - sum_out / sizes[1]
+        )
         squares = ops.square(centered)
         scales = [
-            ops.rsqrt(ops.sum(square, axes, True) / total + self.epsilon)
-            * ops.sqrt(size / total)
+            ops.rsqrt(square / total + self.epsilon) * ops.sqrt(size / total)
             for square, size in zip(
-                (
-                    ops.where(inside, squares, zero),
-                    ops.where(inside, zero, squares),
+                statistics.all_reduce_sum(
+                    [
+                        ops.sum(ops.where(inside, squares, zero), axes, True),
+                        ops.sum(ops.where(inside, zero, squares), axes, True),
+                    ],
+                    self.synchronized,
                 ),
                 sizes,
             )
@@ -303,6 +327,7 @@ class RegionNormalization(keras.layers.Layer):
                 "kernel_size": self.kernel_size,
                 "epsilon": self.epsilon,
                 "data_format": self.data_format,
+                "synchronized": self.synchronized,
             }
         )
         return config

@@ -43,7 +43,9 @@ class RepBatchNormalizationBase(ChannelNormalization):
         """RepBN of `(rows, channels)` on batch statistics; the moving
         statistics take the PyTorch update (unbiased variance) where
         `update` holds."""
-        mean, variance, count = batch_moments(rows, weights)
+        mean, variance, count = statistics.synchronize(
+            *batch_moments(rows, weights), self.synchronized
+        )
         scale, offset = statistics.scale_and_offset(
             mean,
             variance,
@@ -127,6 +129,14 @@ class RepBatchNormalization(RepBatchNormalizationBase):
         moving_mean_initializer, moving_variance_initializer,
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint: as in `keras.layers.BatchNormalization`.
+        synchronized: whether, in training, the batch statistics are
+            those of every replica's batch: under a `tf.distribute`
+            strategy the moments are all-reduced across the replicas (as
+            `keras.layers.BatchNormalization(synchronized=True)` does);
+            under `keras.distribution` on JAX a jitted step already
+            reduces over the global batch, synchronized or not. Defaults
+            to `False`. `True` raises a ValueError on torch (Keras has no
+            torch distribution).
         **kwargs: base `Layer` arguments.
 
     Masking: with a Keras mask (True for real tokens), the batch

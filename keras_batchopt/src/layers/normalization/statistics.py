@@ -8,6 +8,9 @@ Each layer upcasts once, computes, and casts its output back.
 from keras import backend
 from keras import ops
 
+from keras_batchopt.src import validation
+from keras_batchopt.src.backend import dispatch
+
 
 def upcast(x):
     """``x`` in float32 if it is float16 or bfloat16, else unchanged
@@ -196,3 +199,65 @@ def sample_weighted_moments(means, variances, weights):
     pooled = ops.sum(means * weights, 0, keepdims=True)
     spread = variances + ops.square(means - pooled)
     return pooled, ops.sum(spread * weights, 0, keepdims=True)
+
+
+def check_synchronized(layer, value):
+    """`synchronized` of a batch-statistics layer: a bool, and False on
+    torch, where Keras has no distribution (nothing to synchronize)."""
+    validation.check_bool("synchronized", value)
+    if value and backend.backend() == "torch":
+        raise ValueError(
+            f"{layer}: argument `synchronized=True` is supported on the "
+            "TensorFlow backend (tf.distribute) and the JAX backend "
+            "(keras.distribution); Keras has no distribution on torch. "
+            f"Received: synchronized={value} with the torch backend"
+        )
+    return value
+
+
+def synchronize(mean, variance, count, synchronized=True):
+    """The batch moments of every replica's samples, from this replica's.
+
+    `mean` and biased `variance` are this replica's batch moments and
+    `count` its number of values per channel (a tensor that broadcasts to
+    `mean`). Under a `tf.distribute` strategy with more than one replica
+    they are pooled with the law of total variance, in two all-reduces
+    (counts and weighted sums; then the spread around the pooled mean,
+    exact where `E[x^2] - E[x]^2` cancels); returns the pooled mean,
+    variance and the total count (of `mean`'s shape). Elsewhere
+    (`synchronized` False, one replica, JAX, where a jitted step under
+    `keras.distribution` already reduces over the global batch) they come
+    back unchanged, `count` broadcast.
+    """
+    count = ops.broadcast_to(ops.cast(count, mean.dtype), ops.shape(mean))
+    module = dispatch.backend_module("distribute", required=False)
+    if not synchronized or module is None or module.replicas() == 1:
+        return mean, variance, count
+    total, weighted = module.all_reduce_sum([count, count * mean])
+    divisor = ops.maximum(total, 1.0)
+    pooled = weighted / divisor
+    spread = count * (variance + ops.square(mean - pooled))
+    (spread,) = module.all_reduce_sum([spread])
+    return pooled, spread / divisor, total
+
+
+def gather(values, synchronized=True):
+    """Every replica's `values` (a list of tensors) concatenated on axis 0
+    in replica order under a `tf.distribute` strategy with more than one
+    replica and `synchronized`; `values` unchanged elsewhere (see
+    `synchronize`)."""
+    module = dispatch.backend_module("distribute", required=False)
+    if not synchronized or module is None or module.replicas() == 1:
+        return values
+    return module.all_gather(values)
+
+
+def all_reduce_sum(values, synchronized=True):
+    """The sum over the replicas of each tensor of the list `values` under
+    a `tf.distribute` strategy with more than one replica and
+    `synchronized`; `values` unchanged elsewhere (see `synchronize`): for
+    statistics that are sums, such as counts and region sums."""
+    module = dispatch.backend_module("distribute", required=False)
+    if not synchronized or module is None or module.replicas() == 1:
+        return values
+    return module.all_reduce_sum(values)

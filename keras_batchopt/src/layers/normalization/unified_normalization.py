@@ -147,6 +147,9 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint, moving_variance_initializer: as in
             `keras.layers.BatchNormalization`.
+        synchronized: `False` (default); `True` is not implemented yet
+            (NotImplementedError): the custom backward pass reduces over
+            the batch too.
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of

@@ -1,0 +1,46 @@
+"""tf.distribute.MirroredStrategy on 2 logical CPU devices (see
+tensorflow_worker.py).
+
+Every optimizer gives the weights of one device after 20 steps (its
+TensorFlow XLA fast path stands aside under a strategy), AdaHessian with
+its Hessian training step included. Every batch-statistics layer with
+`synchronized=True` equals one device with the whole batch after 3 steps
+(weights and moving statistics), and without it differs (each replica
+normalizes by its own half batch).
+
+The worker runs once for the file, in the TensorFlow lane only
+(tests/conftest.py
+collects files named after a backend on that backend only).
+"""
+
+import pytest
+
+from tests.distribution import common
+from tests.distribution.worker_run import run_worker
+
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_worker("tests.distribution.tensorflow_worker")
+
+
+def test_two_replicas(result):
+    assert result["replicas"] == 2
+    assert sorted(result["cases"]) == sorted(common.OPTIMIZER_CASES)
+
+
+@pytest.mark.parametrize("name", common.OPTIMIZER_CASES)
+def test_optimizer_matches_one_device(result, name):
+    entry = result["cases"][name]
+    assert entry["error"] <= RTOL, entry
+    assert entry["fast_path_calls"] == 0
+
+
+@pytest.mark.parametrize("name", list(common.layer_factories(True)))
+def test_synchronized_layer_matches_one_device(result, name):
+    entry = result["layers"][name]
+    assert entry["synchronized"] <= RTOL, entry
+    # Per-replica statistics are another model: the check can fail.
+    assert entry["local"] > 100 * RTOL, entry
