@@ -1,3 +1,13 @@
 """Batch-level training strategies: what a mini-batch is and how a training
 step uses it (hard mini-batch selection, concurrent adversarial training,
 BatchFormer's shared classifier, noise assignment for diffusion)."""
+
+from keras_batchopt.src.strategies.assign_noise import (
+    assign_noise as assign_noise,
+)
+from keras_batchopt.src.strategies.nearest_noise import (
+    nearest_noise as nearest_noise,
+)
+from keras_batchopt.src.strategies.nearest_noise import (
+    sample_nearest_noise as sample_nearest_noise,
+)
