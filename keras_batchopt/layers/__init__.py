@@ -1,4 +1,5 @@
-"""Public normalization and weight-standardized layers of keras_batchopt."""
+"""Public normalization, weight-standardized and residual-scaling layers of
+keras_batchopt."""
 
 from keras_batchopt.src.layers.convolutional.scaled_ws_conv1d import (
     ScaledWSConv1D as ScaledWSConv1D,
@@ -54,4 +55,7 @@ from keras_batchopt.src.layers.normalization.rep_batch_normalization import (  #
 )
 from keras_batchopt.src.layers.normalization.unified_normalization import (  # noqa: E501
     UnifiedNormalization as UnifiedNormalization,
+)
+from keras_batchopt.src.layers.residual.scaled_residual import (
+    ScaledResidual as ScaledResidual,
 )
