@@ -46,9 +46,7 @@ def host(batch, calls):
     import numpy as np
 
     from keras_batchopt.src.strategies import linear_assignment as lsa
-    from keras_batchopt.src.strategies.assign_noise import (
-        assignment_distances,
-    )
+    from keras_batchopt.src.strategies.assign_noise import assignment_distances
     from keras_batchopt.strategies import assign_noise
 
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@ Title: Immiscible Diffusion: pairing noise with images
 Author: keras-batchopt team
 Date created: 2026/12/06
 Last modified: 2026/12/06
-Description: A tiny DDPM on digits, trained with and without Immiscible Diffusion's noise assignment.
+Description: A tiny DDPM on digits with and without Immiscible Diffusion.
 Accelerator: None
 """
 

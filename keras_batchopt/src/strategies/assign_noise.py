@@ -120,10 +120,10 @@ def assign_noise(
     Note:
         The official code rounds each elementwise difference to float16
         before the norm; here the norm of the float16 operands is computed
-        in float32 (as `|a|^2 + |b|^2 - 2 a.b`) and then rounded to float16, so a distance can differ from
-        the official one by one float16 unit in the last place (about 2%
-        of the entries for 28x28 images; the optimum moves by a few
-        units). The
+        in float32 (as `|a|^2 + |b|^2 - 2 a.b`) and then rounded to
+        float16, so a distance can differ from the official one by one
+        float16 unit in the last place (about 2% of the entries for 28x28
+        images; the optimum moves by a few units). The
         multi-GPU gather/scatter of the official script is not reproduced:
         pass the global batch.
     """
