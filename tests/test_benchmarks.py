@@ -72,6 +72,7 @@ SCRIPTS = (
     "memory_growth.py",
     "torch_compile_policy.py",
     "quickstart_latency.py",
+    "noise_assignment.py",
 )
 
 
