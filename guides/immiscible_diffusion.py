@@ -198,7 +198,7 @@ for i, step in enumerate(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY)):
         name = "assigned" if assign else "random"
         print(f"| {step} | {name} | {loss:.4f} | {score:.2f} |")
 
-TARGET = 8.0
+TARGET = 4.5
 for assign in (False, True):
     reached = []
     for s in SEEDS:
@@ -210,7 +210,41 @@ for assign in (False, True):
 """
 ## What we measured
 
-RESULTS_PLACEHOLDER
+One run of the full guide on JAX (3,000 steps of batch 128, seed 0; 500
+samples scored at each evaluation; the classifier reaches 0.960 test accuracy
+and scores the real test digits at 8.75):
+
+| steps | pairing | denoising loss | classifier score |
+|---|---|---|---|
+| 500 | random | 0.2280 | 4.55 |
+| 500 | assigned | 0.2366 | 3.76 |
+| 1000 | random | 0.2091 | 4.50 |
+| 1000 | assigned | 0.2178 | 3.50 |
+| 1500 | random | 0.1974 | 5.11 |
+| 1500 | assigned | 0.2067 | 3.96 |
+| 2000 | random | 0.1939 | 5.20 |
+| 2000 | assigned | 0.2057 | 3.45 |
+| 2500 | random | 0.1925 | 4.74 |
+| 2500 | assigned | 0.2022 | 3.54 |
+| 3000 | random | 0.1895 | 4.93 |
+| 3000 | assigned | 0.1998 | 3.63 |
+
+**Here the assignment does not help; it hurts.** With random pairing the
+samples reach a classifier score of 4.5 after 500 steps; with the exact
+assignment they never do within 3,000 steps (best 3.96), and the plain
+denoising loss (random pairing at evaluation) stays about 0.01 higher. One
+seed, one small MLP and 8 x 8 images: this says nothing about the U-Nets and
+image sizes of the papers, only that the assignment is not a free win on
+every diffusion model. One possible reason, not tested here: with 64 pixels and
+batches of 128, the assignment moves each noise sample a long way towards its
+image, so the model is trained on a noise distribution conditioned on the
+image that the sampler, starting from pure Gaussian noise, does not
+reproduce. (The run that printed the table had a target of 8.0, which
+neither reached; the steps to 4.5 above are read off the table.)
+
+The exact assignment costs time on the host: building the 3,000 assigned
+batches took 447 s against 10 s for random pairing, about 0.15 s per batch of
+128, on a machine shared with other jobs (this process got 14% of a core).
 
 ## Using it in your own training
 

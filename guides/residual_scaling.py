@@ -127,7 +127,24 @@ for name, std, first, last, accuracy in rows:
 """
 ## What we measured
 
-RESULTS_PLACEHOLDER
+One run of the full guide on JAX (64 blocks, so 129 hidden Dense layers;
+20 epochs on the 1,347 training digits; 450 test digits):
+
+| residual | logit std at init | loss epoch 1 | final loss | test accuracy |
+|---|---|---|---|---|
+| Add (no scaling) | 4.25e+14 | 4.33e+13 | 1.95e+10 | 0.124 |
+| 1/n | 1.16 | 1.65 | 0.00418 | 0.973 |
+| 1/sqrt(n) | 3.69 | 1.65 | 0.000358 | 0.973 |
+| SkipInit | 1.19 | 1.85 | 0.000488 | 0.982 |
+
+Without scaling, the logits at initialization are of order 1e14 (the `2**n`
+paths at work): the loss starts at 4e13 and the network never trains (12.4%
+test accuracy, close to chance). Any of the three scalings trains it to
+97-98% test accuracy. `1/n` keeps the initial logits at the scale of one
+block; `1/sqrt(n)` lets them grow somewhat and fits the training set more
+tightly; SkipInit, which starts every block at the identity and learns its
+scale, ends best here. One seed and a small data set: the three scalings
+are within a point of one another; the gap to no scaling is the result.
 
 ## Going further
 
