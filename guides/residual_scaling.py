@@ -62,9 +62,9 @@ the model: every two-input `Add` becomes a `ScaledResidual` layer with the
 chosen scale and `n` = the number of blocks.
 """
 
-DEPTH = 16 if QUICK else 64
+DEPTH = 8 if QUICK else 64
 WIDTH = 64
-EPOCHS = 3 if QUICK else 20
+EPOCHS = 2 if QUICK else 20
 
 
 def residual_mlp(depth):
