@@ -79,6 +79,7 @@ SCRIPTS = (
     "memory_growth.py",
     "torch_compile_policy.py",
     "quickstart_latency.py",
+    "noise_assignment.py",
 )
 
 

@@ -1,4 +1,5 @@
-"""Public normalization and weight-standardized layers of keras_batchopt."""
+"""Public normalization, weight-standardized and residual-scaling layers of
+keras_batchopt."""
 
 from keras_batchopt.src.layers.attention.batch_former import (
     BatchFormer as BatchFormer,
@@ -69,4 +70,7 @@ from keras_batchopt.src.layers.normalization.unified_normalization import (  # n
 )
 from keras_batchopt.src.layers.normalization.unmix_test_time_normalization import (  # noqa: E501
     UnMixTestTimeNormalization as UnMixTestTimeNormalization,
+)
+from keras_batchopt.src.layers.residual.scaled_residual import (
+    ScaledResidual as ScaledResidual,
 )

@@ -1,0 +1,1 @@
+"""Residual-branch scaling layers."""
