@@ -145,7 +145,8 @@ def test_recorded_loss_is_the_pre_update_loss():
 
         def on_train_batch_end(self, batch, logs=None):
             bx, by = data.batch(data.schedule.pending[0][0])
-            before.append(float(loss_fn(by, twin(bx))))
+            loss = loss_fn(by, twin(bx, training=False))
+            before.append(float(keras.ops.convert_to_numpy(loss)))
 
     model = compiled_model()
     model.fit(data, epochs=3, callbacks=[PreUpdate(), recording], verbose=0)
