@@ -41,6 +41,7 @@ def test_exported_class_docstring_has_the_house_sections(path):
             "keras_batchopt.layers.",
             "keras_batchopt.curvature.",
             "keras_batchopt.adaptation.",
+            "keras_batchopt.strategies.",
         )
     ):
         for section in ("Example:", "References:"):
@@ -54,7 +55,14 @@ def test_exported_class_docstring_has_the_house_sections(path):
 
 @pytest.mark.parametrize(
     "module",
-    ["optimizers", "schedules", "layers", "curvature", "adaptation"],
+    [
+        "optimizers",
+        "schedules",
+        "layers",
+        "curvature",
+        "adaptation",
+        "strategies",
+    ],
 )
 def test_public_names_are_all_exported(module):
     public = {
