@@ -46,6 +46,7 @@ def _import(name):
         ("memory_growth", "memory_growth_cpu"),
         ("quickstart_latency", "quickstart_latency_cpu"),
         ("torch_compile_policy", "torch_compile_policy_cpu"),
+        ("strategies_overhead", "strategies_overhead_cpu"),
     ],
 )
 def test_render_reproduces_committed_markdown(script, stem):
@@ -72,6 +73,7 @@ SCRIPTS = (
     "memory_growth.py",
     "torch_compile_policy.py",
     "quickstart_latency.py",
+    "strategies_overhead.py",
 )
 
 
