@@ -51,6 +51,7 @@ def _import(name):
         ("memory_growth", "memory_growth_cpu"),
         ("quickstart_latency", "quickstart_latency_cpu"),
         ("torch_compile_policy", "torch_compile_policy_cpu"),
+        ("strategies_overhead", "strategies_overhead_cpu"),
     ],
 )
 def test_render_reproduces_committed_markdown(script, stem):
@@ -80,6 +81,7 @@ SCRIPTS = (
     "torch_compile_policy.py",
     "quickstart_latency.py",
     "noise_assignment.py",
+    "strategies_overhead.py",
 )
 
 

@@ -18,6 +18,9 @@ from keras_batchopt.src.optimizers.batch_optimizer import (
 )
 from keras_batchopt.src.optimizers.lamb import Lamb as Lamb
 from keras_batchopt.src.optimizers.lars import Lars as Lars
+from keras_batchopt.src.optimizers.normalize_and_project import (
+    NormalizeAndProject as NormalizeAndProject,
+)
 from keras_batchopt.src.optimizers.sgd_sai import SGDSaI as SGDSaI
 from keras_batchopt.src.optimizers.sink_gd import SinkGD as SinkGD
 

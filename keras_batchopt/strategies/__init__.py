@@ -11,6 +11,12 @@ from keras_batchopt.src.strategies.batchformer_training import (
 from keras_batchopt.src.strategies.concurrent_adversarial import (
     enable_concurrent_adversarial_training as enable_concurrent_adversarial_training,  # noqa: E501
 )
+from keras_batchopt.src.strategies.hard_batch_dataset import (
+    HardBatchDataset as HardBatchDataset,
+)
+from keras_batchopt.src.strategies.hard_batch_selection import (
+    HardBatchSelection as HardBatchSelection,
+)
 from keras_batchopt.src.strategies.nearest_noise import (
     nearest_noise as nearest_noise,
 )

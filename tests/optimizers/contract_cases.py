@@ -13,6 +13,7 @@ from keras_batchopt.optimizers import AdaHessian
 from keras_batchopt.optimizers import Adan
 from keras_batchopt.optimizers import Lamb
 from keras_batchopt.optimizers import Lars
+from keras_batchopt.optimizers import NormalizeAndProject
 from keras_batchopt.optimizers import SGDSaI
 from keras_batchopt.optimizers import SinkGD
 
@@ -29,8 +30,16 @@ class OptimizerCase:
     # then passes fixed ones with `using_hessian`, and wires models with
     # `keras_batchopt.curvature.enable_hessian_training`.
     needs_hessian: bool = False
+    # For a wrapper (`cls` takes an optimizer): the wrapped optimizer's
+    # class, which takes `kwargs` and the overrides; `wrapper_kwargs` go to
+    # the wrapper.
+    inner: type = None
+    wrapper_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides):
+        if self.inner is not None:
+            inner = self.inner(**{**self.kwargs, **overrides})
+            return self.cls(inner, **self.wrapper_kwargs)
         return self.cls(**{**self.kwargs, **overrides})
 
     def __str__(self):
@@ -154,5 +163,15 @@ CASES = [
             adam_lr_ratio=0.5,
             exclude_layers=["v2"],
         ),
+    ),
+    # NaP around one of ours: v2 (a matrix, not called `kernel`) named for
+    # projection; v0 stays free, so its weight decay (a pure rescaling,
+    # which projection undoes) stays visible to the decay test.
+    OptimizerCase(
+        "normalize_and_project_adan",
+        NormalizeAndProject,
+        dict(learning_rate=0.05, weight_decay=0.05),
+        inner=Adan,
+        wrapper_kwargs=dict(include=["^v2$"]),
     ),
 ]

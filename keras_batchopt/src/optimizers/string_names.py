@@ -38,7 +38,8 @@ def string_names():
     """The string name of each optimizer that has one, to its class.
 
     `Lamb` has none of its own: `"lamb"` is Keras's name (see the module
-    docstring); use `"keras_batchopt>Lamb"`.
+    docstring); use `"keras_batchopt>Lamb"`. `NormalizeAndProject` has none:
+    it wraps another optimizer.
     """
     return {
         "ada_hessian": AdaHessian,
