@@ -16,7 +16,9 @@ from tests.optimizers.contract_cases import CASES
 NAME = "optimizers.xla_update"
 MODULE = dispatch.module_path(NAME, "tensorflow")
 FAST_CASES = [
-    c for c in CASES if c.cls._fast_path_modules.get("tensorflow") == NAME
+    c
+    for c in CASES
+    if getattr(c.cls, "_fast_path_modules", {}).get("tensorflow") == NAME
 ]
 
 

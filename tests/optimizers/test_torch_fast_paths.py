@@ -18,7 +18,9 @@ from tests.conftest import spy_on
 from tests.conftest import to_numpy
 from tests.optimizers.contract_cases import CASES
 
-FAST_CASES = [c for c in CASES if "torch" in c.cls._fast_path_modules]
+FAST_CASES = [
+    c for c in CASES if "torch" in getattr(c.cls, "_fast_path_modules", {})
+]
 SHAPES = [(), (5,), (1,), (6, 4), (3, 3, 2, 4), (2, 1, 3)]
 STEPS = 20
 
