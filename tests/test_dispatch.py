@@ -72,13 +72,15 @@ def test_missing_import_inside_a_module_is_not_hidden(fake_backends):
 
 
 def _requested_names():
-    """The literal names generic code passes to `backend_module`."""
+    """The literal names generic code passes to `backend_module` as a
+    required module (`required=False` marks one a backend may lack, such
+    as TensorFlow's `distribute`)."""
     names = set()
     for path in (PACKAGE / "src").rglob("*.py"):
         if path.relative_to(PACKAGE / "src").parts[0] == "backend":
             continue
         names.update(
-            re.findall(r'backend_module\(\s*"([\w.]+)"', path.read_text())
+            re.findall(r'backend_module\(\s*"([\w.]+)"\s*\)', path.read_text())
         )
     return sorted(names)
 
