@@ -6,8 +6,11 @@ An adapting step normalizes a test batch and updates the layer's state,
 without gradient: `keras.layers.BatchNormalization` called with
 `training=True` (batch statistics; the moving statistics updated), the
 baseline; `AlphaBatchNormalization(alpha=0.1)` in inference (no state);
-and `UnMixTestTimeNormalization` with K = 16 components in inference
-(per-instance statistics, the components updated). The input is a
+`UnMixTestTimeNormalization` with K = 16 components in inference
+(per-instance statistics, the components updated); and
+`MomentumDecayBatchNormalization` in inference (DUA and the source-free
+layer: batch statistics, the moving statistics updated with the decaying
+momentum). The input is a
 `(64, 16, 16, 32)` channels_last float32 tensor. On TensorFlow each step
 is a `tf.function` with `jit_compile=True`; on JAX `jax.jit` of the
 layer's `stateless_call`, its new state fed to the next step; on torch
@@ -56,6 +59,10 @@ def _layers(keras, keras_batchopt):
         ),
         "UnMixTestTimeNormalization(K=16)": (
             lambda: L.UnMixTestTimeNormalization(num_components=16, seed=0),
+            False,
+        ),
+        "MomentumDecayBatchNormalization": (
+            lambda: L.MomentumDecayBatchNormalization(),
             False,
         ),
     }
