@@ -330,8 +330,8 @@ Three things to read from it:
   does: moving every initial weight by one float32 step drifts further
   from the reference than the data-parallel run (from 160 steps on with
   JAX, from the first epoch with TensorFlow). The
-  late jump (4.8e-5 on JAX, 4.5e-3 on TensorFlow at 192 steps) is this
-  growth, not a mismatch in the update: a LAMB step at learning rate
+  late jump (4.8e-5 on JAX, 4.5e-3 on TensorFlow at 192 steps) fits this
+  growth rather than a mismatch in the update: a LAMB step at learning rate
   0.01 over ghost batches of 8 is noisy, and nearby trajectories part.
   Compare distributed and single-device code over a few steps, as the
   package's tests do (20 steps, relative tolerance 1e-5).
@@ -339,9 +339,10 @@ Three things to read from it:
   (each ghost batch is normalized by its own moments either way) but
   moving statistics 2.7e-2 off from the first epoch on, those that
   inference uses: synchronize the batch-statistics layers under a
-  `tf.distribute` strategy. Under JAX's `keras.distribution` they need
-  it less (the jitted step sees the global batch), but the flag makes a
-  model that is correct under both.
+  `tf.distribute` strategy. Under JAX's `keras.distribution` the result
+  is the same either way (the jitted step sees the global batch; the
+  package's tests check it), so the flag makes one model that is right
+  under both.
 
 The data-parallel runs are not faster here: the "devices" are virtual
 ones sharing two CPU cores.
@@ -366,7 +367,8 @@ with strategy.scope():
 model.fit(...)
 ```
 
-With JAX, a TPU host needs nothing more than the guide's code:
+With JAX, a TPU host should need nothing more than the guide's code (we
+have not run it on one):
 
 ```shell
 KERAS_BACKEND=jax python distributed_training.py
