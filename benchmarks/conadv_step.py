@@ -33,13 +33,11 @@ Usage (from the repository root):
 
 import argparse
 import sys
-import time
 
 from harness import cli
-from harness import machine as base
-from harness import process
 from harness import render as md
 from harness import suite
+from harness import train_step_timing
 
 THREADS = 2
 BATCH = 128
@@ -112,92 +110,41 @@ def make_model(kind, name):
 def run_child(
     variant, kind, warmup, rounds, steps, repeat, batch=BATCH, device="cpu"
 ):
-    import numpy as np
-
     backend = dict((v[0], v[1]) for v in VARIANTS)[variant]
     jit = dict((v[0], v[2]) for v in VARIANTS)[variant]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-        tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-    elif backend == "torch":
-        import torch
-
-        torch.set_num_threads(THREADS)
+    train_step_timing.set_threads(backend, THREADS)
     import keras
 
     import keras_batchopt
 
-    x, y = data(kind, batch)
-    models, first = {}, {}
-    for opt in OPTIMIZERS:
+    def build(opt):
         model = make_model(kind, opt)
         model.compile(
             optimizer=keras_batchopt.optimizers.Lars(LR),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=jit,
         )
-        t0 = time.perf_counter()
-        model.train_on_batch(x, y)
-        first[opt] = time.perf_counter() - t0
-        for _ in range(warmup - 1):
-            model.train_on_batch(x, y)
-        models[opt] = model
-    n_params = models["plain"].count_params()
-    per_round = {opt: [] for opt in OPTIMIZERS}
-    times = {opt: [] for opt in OPTIMIZERS}
-    own = {opt: 0.0 for opt in OPTIMIZERS}
-    busy = {opt: 0.0 for opt in OPTIMIZERS}
-    wall = {opt: 0.0 for opt in OPTIMIZERS}
-    for _ in range(rounds):
-        for opt, model in models.items():
-            b0, o0, w0 = (
-                base.cpu_busy_s(),
-                base.own_cpu_s(),
-                time.perf_counter(),
-            )
-            ts = []
-            for _ in range(steps):
-                t = time.perf_counter()
-                model.train_on_batch(x, y)
-                ts.append((time.perf_counter() - t) * 1e3)
-            b1, o1, w1 = (
-                base.cpu_busy_s(),
-                base.own_cpu_s(),
-                time.perf_counter(),
-            )
-            own[opt] += o1 - o0
-            busy[opt] += b1 - b0
-            wall[opt] += w1 - w0
-            times[opt] += ts
-            per_round[opt].append(float(np.mean(ts)))
-    for opt in OPTIMIZERS:
-        iterations = int(
-            keras.ops.convert_to_numpy(models[opt].optimizer.iterations)
-        )
-        process.emit(
-            dict(
-                config=f"{variant}-{kind}-{opt}",
-                variant=variant,
-                backend=backend,
-                jit_compile=str(jit),
-                model=kind,
-                opt=opt,
-                n_params=n_params,
-                repeat=repeat,
-                round_mean_ms=per_round[opt],
-                median_step_ms=float(np.median(times[opt])),
-                first_call_s=first[opt],
-                own_cores=own[opt] / wall[opt],
-                foreign_cores=max(busy[opt] - own[opt], 0.0) / wall[opt],
-                iterations=iterations,
-                times_ms=[round(t, 3) for t in times[opt]],
-                batch=batch,
-                warmup=warmup,
-                device=device,
-            )
-        )
+        return model
+
+    train_step_timing.run(
+        OPTIMIZERS,
+        build,
+        *data(kind, batch),
+        warmup,
+        rounds,
+        steps,
+        dict(
+            config=f"{variant}-{kind}",
+            variant=variant,
+            backend=backend,
+            jit_compile=str(jit),
+            model=kind,
+            repeat=repeat,
+            batch=batch,
+            warmup=warmup,
+            device=device,
+        ),
+    )
 
 
 def _variants(args):
