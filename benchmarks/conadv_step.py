@@ -31,75 +31,26 @@ Usage (from the repository root):
         --render-only benchmarks/results/conadv_step_cpu.jsonl
 """
 
-import argparse
 import sys
 
 from harness import cli
 from harness import render as md
-from harness import suite
 from harness import train_step_timing
+from harness.train_step_timing import BATCH
+from harness.train_step_timing import MODELS
+from harness.train_step_timing import QUICK_BATCH
+from harness.train_step_timing import VARIANTS
 
-THREADS = 2
-BATCH = 128
-QUICK_BATCH = 16
 LR = 0.1
-# (name, backend, jit_compile)
-VARIANTS = [
-    ("jax", "jax", "auto"),
-    ("tf-graph", "tensorflow", False),
-    ("tf-xla", "tensorflow", True),
-    ("torch", "torch", "auto"),
-]
-MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("plain", "conadv")
 OPT_LABELS = {"plain": "LARS, plain step", "conadv": "LARS + ConAdv step"}
 TARGET = 2.2
 
 
-def build_model(kind):
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(0)
-    if kind == "cnn":
-        model = keras.Sequential(
-            [
-                keras.Input((32, 32, 3)),
-                layers.Conv2D(16, 3, padding="same", activation="relu"),
-                layers.MaxPooling2D(),
-                layers.Conv2D(32, 3, padding="same", activation="relu"),
-                layers.MaxPooling2D(),
-                layers.Conv2D(32, 3, padding="same", activation="relu"),
-                layers.GlobalAveragePooling2D(),
-                layers.Dense(10),
-            ]
-        )
-    else:
-        model = keras.Sequential(
-            [
-                keras.Input((784,)),
-                layers.Dense(512, activation="relu"),
-                layers.Dense(512, activation="relu"),
-                layers.Dense(10),
-            ]
-        )
-    return model
-
-
-def data(kind, batch=BATCH):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    shape = (batch, 32, 32, 3) if kind == "cnn" else (batch, 784)
-    x = rng.standard_normal(shape, dtype=np.float32)
-    y = rng.integers(0, 10, size=(batch,)).astype("int32")
-    return x, y
-
-
 def make_model(kind, name):
     import keras_batchopt
 
-    model = build_model(kind)
+    model = train_step_timing.build_model(kind)
     if name == "conadv":
         keras_batchopt.strategies.enable_concurrent_adversarial_training(
             model, epsilon=1.0 / 255.0
@@ -107,74 +58,22 @@ def make_model(kind, name):
     return model
 
 
-def run_child(
-    variant, kind, warmup, rounds, steps, repeat, batch=BATCH, device="cpu"
-):
-    backend = dict((v[0], v[1]) for v in VARIANTS)[variant]
-    jit = dict((v[0], v[2]) for v in VARIANTS)[variant]
-    train_step_timing.set_threads(backend, THREADS)
+def compiled_model(opt, kind, jit):
     import keras
 
     import keras_batchopt
 
-    def build(opt):
-        model = make_model(kind, opt)
-        model.compile(
-            optimizer=keras_batchopt.optimizers.Lars(LR),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=jit,
-        )
-        return model
-
-    train_step_timing.run(
-        OPTIMIZERS,
-        build,
-        *data(kind, batch),
-        warmup,
-        rounds,
-        steps,
-        dict(
-            config=f"{variant}-{kind}",
-            variant=variant,
-            backend=backend,
-            jit_compile=str(jit),
-            model=kind,
-            repeat=repeat,
-            batch=batch,
-            warmup=warmup,
-            device=device,
-        ),
+    model = make_model(kind, opt)
+    model.compile(
+        optimizer=keras_batchopt.optimizers.Lars(LR),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
     )
-
-
-def _variants(args):
-    if args.device == "cuda":
-        return [v for v in VARIANTS if v[1] != "tensorflow"]
-    return VARIANTS
-
-
-def _units(args):
-    chosen = cli.selected_backends(args)
-    units = []
-    for variant, backend, _ in _variants(args):
-        for kind in MODELS:
-            label = f"{variant}-{kind}"
-            if backend not in chosen or (args.only and args.only not in label):
-                continue
-            units.append((backend, label))
-    return units
+    return model
 
 
 def run_suite(args, path):
-    def argv(backend, label, repeat):
-        variant, kind = label.rsplit("-", 1)
-        out = [__file__, "--child", variant, "--model", kind]
-        out += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
-        out += ["--warmup", str(args.warmup), "--repeat", str(repeat)]
-        out += ["--device", args.device]
-        return out + (["--quick"] if args.quick else [])
-
-    return suite.run(args, path, _units(args), argv, threads=THREADS)
+    return train_step_timing.run_suite(__file__, args, path)
 
 
 def plan(args):
@@ -183,7 +82,7 @@ def plan(args):
         f"device {args.device}, {args.rounds} rounds of {args.steps} steps "
         f"after {args.warmup} warm-up steps, batch "
         f"{QUICK_BATCH if args.quick else BATCH}:",
-        "  " + ", ".join(label for _, label in _units(args)),
+        "  " + ", ".join(label for _, label in train_step_timing.units(args)),
     ]
 
 
@@ -266,38 +165,17 @@ def render(rows, keep_from=None):
 
 
 def parse(argv=None):
-    p = cli.parser(
-        __doc__.split("\n")[0], "conadv_step_{device}.jsonl", repeats=3
+    return train_step_timing.parse(
+        argv, __doc__.split("\n")[0], "conadv_step_{device}.jsonl"
     )
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--only", default=None, help="substring of variant-model")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.repeats, args.rounds, args.steps = 1, 1, 4
-        args.warmup, args.max_wait = 2, 0.0
-    return args
 
 
 def main(argv=None):
     args = parse(argv)
     if args.child:
-        run_child(
-            args.child,
-            args.model,
-            args.warmup,
-            args.rounds,
-            args.steps,
-            args.repeat,
-            QUICK_BATCH if args.quick else BATCH,
-            args.device,
-        )
+        train_step_timing.run_child(args, OPTIMIZERS, compiled_model)
         return 0
-    backends = sorted({backend for backend, _ in _units(args)})
+    backends = sorted({backend for backend, _ in train_step_timing.units(args)})
     return cli.main(args, backends, run_suite, render, plan)
 
 
