@@ -191,26 +191,18 @@ def render(rows, keep_from=None):
 
 
 def _backends(args):
-    chosen = cli.selected_backends(args, BACKENDS)
-    if args.device == "cuda":
-        chosen = [b for b in chosen if b != "tensorflow"]
-    return chosen
-
-
-def _child_argv(args):
-    def argv(backend, label, repeat):
-        out = [__file__, "--child", backend, "--repeat", str(repeat)]
-        out += ["--rounds", str(args.rounds), "--calls", str(args.calls)]
-        out += ["--device", args.device]
-        out += ["--only", args.only] if args.only else []
-        return out + (["--quick"] if args.quick else [])
-
-    return argv
+    return cli.device_backends(args, BACKENDS)
 
 
 def run_suite(args, path):
     units = [(b, b) for b in _backends(args)]
-    return suite.run(args, path, units, _child_argv(args), threads=THREADS)
+    return suite.run(
+        args,
+        path,
+        units,
+        cli.rounds_child_argv(__file__, args),
+        threads=THREADS,
+    )
 
 
 def plan(args):

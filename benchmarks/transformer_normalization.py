@@ -185,21 +185,12 @@ def render(rows, keep_from=None):
 
 
 def _backends(args):
-    chosen = cli.selected_backends(args, BACKENDS)
-    if args.device == "cuda":
-        chosen = [b for b in chosen if b != "tensorflow"]
-    return chosen
+    return cli.device_backends(args, BACKENDS)
 
 
 def run_suite(args, path):
-    def argv(backend, label, repeat):
-        out = [__file__, "--child", backend, "--repeat", str(repeat)]
-        out += ["--rounds", str(args.rounds), "--calls", str(args.calls)]
-        out += ["--device", args.device]
-        out += ["--only", args.only] if args.only else []
-        return out + (["--quick"] if args.quick else [])
-
     units = [(b, b) for b in _backends(args)]
+    argv = cli.rounds_child_argv(__file__, args)
     return suite.run(args, path, units, argv)
 
 

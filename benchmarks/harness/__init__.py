@@ -17,6 +17,8 @@ these modules for the rest:
   quiet-machine check recorded in every row.
 - `device`: `--device cuda` checks (exit status 2 and one line when CUDA
   is not there).
+- `train_step_timing`: `model.train_on_batch` of a few compiled models
+  timed round-robin, one row per model (the train-step comparisons).
 - `render`: JSONL in and out, and the one markdown renderer (header and
   tables) every result file is written with.
 """

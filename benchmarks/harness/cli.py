@@ -105,6 +105,30 @@ def selected_backends(args, backends=BACKENDS):
     return list(backends) if args.backend == "all" else [args.backend]
 
 
+def device_backends(args, backends=BACKENDS):
+    """The selected backends that run on `--device` (no TensorFlow on
+    CUDA)."""
+    chosen = selected_backends(args, backends)
+    if args.device == "cuda":
+        chosen = [b for b in chosen if b != "tensorflow"]
+    return chosen
+
+
+def rounds_child_argv(script, args):
+    """The `argv(backend, label, repeat)` that `suite.run` calls for a
+    `parse_rounds` benchmark: `script` re-run as the child of `backend`
+    with the parent's options."""
+
+    def argv(backend, label, repeat):
+        out = [script, "--child", backend, "--repeat", str(repeat)]
+        out += ["--rounds", str(args.rounds), "--calls", str(args.calls)]
+        out += ["--device", args.device]
+        out += ["--only", args.only] if args.only else []
+        return out + (["--quick"] if args.quick else [])
+
+    return argv
+
+
 def output_path(args):
     """Where the rows go: --output, a temporary file for --quick, or the
     committed file."""

@@ -151,3 +151,26 @@ def initial_layer_weights(name):
 
     keras.utils.set_random_seed(0)
     return [np.asarray(w) for w in build_layer_model(name, False).get_weights()]
+
+
+def layer_errors(distribution, names):
+    """Per batch-statistics layer (those in `names`, or all): the error
+    relative to one device after `LAYER_STEPS` steps of `fit` (weights and
+    moving statistics), synchronized and not, inside
+    `distribution.scope()` (a Keras distribution or a `tf.distribute`
+    strategy)."""
+    x, y = layer_data()
+    out = {}
+    for name in layer_factories(True):
+        if names and name not in names:
+            continue
+        weights = initial_layer_weights(name)
+        reference = train_layer_model(name, True, weights, x, y)
+        entry = {}
+        for synchronized in (True, False):
+            with distribution.scope():
+                trained = train_layer_model(name, synchronized, weights, x, y)
+            key = "synchronized" if synchronized else "local"
+            entry[key] = relative_error(trained, reference)
+        out[name] = entry
+    return out

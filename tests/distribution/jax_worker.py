@@ -108,24 +108,8 @@ def layers(names):
     on 2 devices (8 samples each), synchronized and not: a jitted step
     takes the global batch as one array sharded over the devices, so
     both reduce over the whole batch."""
-    x, y = common.layer_data()
     distribution = keras.distribution.DataParallel(devices=jax.devices()[:2])
-    out = {}
-    for name in common.layer_factories(True):
-        if names and name not in names:
-            continue
-        weights = common.initial_layer_weights(name)
-        reference = common.train_layer_model(name, True, weights, x, y)
-        entry = {}
-        for synchronized in (True, False):
-            with distribution.scope():
-                trained = common.train_layer_model(
-                    name, synchronized, weights, x, y
-                )
-            key = "synchronized" if synchronized else "local"
-            entry[key] = common.relative_error(trained, reference)
-        out[name] = entry
-    return out
+    return common.layer_errors(distribution, names)
 
 
 if __name__ == "__main__":

@@ -72,23 +72,7 @@ def layers(strategy, names):
     """Per batch-statistics layer: the error relative to one device after
     3 steps of `fit` (weights and moving statistics), synchronized and
     not, under the strategy (2 replicas of 8 samples each)."""
-    x, y = common.layer_data()
-    out = {}
-    for name in common.layer_factories(True):
-        if names and name not in names:
-            continue
-        weights = common.initial_layer_weights(name)
-        reference = common.train_layer_model(name, True, weights, x, y)
-        entry = {}
-        for synchronized in (True, False):
-            with strategy.scope():
-                trained = common.train_layer_model(
-                    name, synchronized, weights, x, y
-                )
-            key = "synchronized" if synchronized else "local"
-            entry[key] = common.relative_error(trained, reference)
-        out[name] = entry
-    return out
+    return common.layer_errors(strategy, names)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,15 @@
 import collections
 import math
 
-import keras
 import numpy as np
-from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
-
-
-def _leaves(structure):
-    return keras.tree.flatten(structure)
+from keras_batchopt.src.array_adapter import ArrayAdapter
 
 
 @keras_batchopt_export("keras_batchopt.batch_size.AdaptiveBatchDataset")
-class AdaptiveBatchDataset(DataAdapter):
+class AdaptiveBatchDataset(ArrayAdapter):
     """In-memory training data whose batch size can grow during `fit`.
 
     Pass it to `model.fit` in place of `x` (with no `y` or `batch_size`),
@@ -81,32 +75,7 @@ class AdaptiveBatchDataset(DataAdapter):
         seed=None,
         steps_per_epoch=None,
     ):
-        if y is None and sample_weight is not None:
-            raise ValueError(
-                "Argument `sample_weight` needs targets `y`. Received: y=None"
-            )
-        as_array = lambda a: np.asarray(a)  # noqa: E731
-        self._x = keras.tree.map_structure(as_array, x)
-        self._y = None if y is None else keras.tree.map_structure(as_array, y)
-        self._sample_weight = (
-            None
-            if sample_weight is None
-            else keras.tree.map_structure(as_array, sample_weight)
-        )
-        structures = [s for s in (self._x, self._y, self._sample_weight)]
-        sizes = {
-            len(leaf)
-            for s in structures
-            if s is not None
-            for leaf in _leaves(s)
-        }
-        if len(sizes) != 1:
-            raise ValueError(
-                "Argument `x` (with `y` and `sample_weight`) must hold "
-                "arrays with the same first dimension. Received: first "
-                f"dimensions={sorted(sizes)}"
-            )
-        self.num_samples = sizes.pop()
+        self._set_arrays(x, y, sample_weight)
         self.initial_batch_size = validation.check_positive_int(
             "batch_size", batch_size
         )
@@ -172,12 +141,7 @@ class AdaptiveBatchDataset(DataAdapter):
     def _batch(self):
         size = self._batch_size
         index = self._take(size)
-        pick = lambda a: a[index]  # noqa: E731
-        batch = (keras.tree.map_structure(pick, self._x),)
-        if self._y is not None:
-            batch += (keras.tree.map_structure(pick, self._y),)
-            if self._sample_weight is not None:
-                batch += (keras.tree.map_structure(pick, self._sample_weight),)
+        batch = self._pick(lambda a: a[index])
         self.samples_produced += size
         self.pending.append(batch)
         return batch
@@ -186,26 +150,10 @@ class AdaptiveBatchDataset(DataAdapter):
         for _ in range(self.num_batches):
             yield self._batch()
 
-    # ------------------------------------------------------ DataAdapter API
-
-    def get_numpy_iterator(self):
-        return self._generate()
-
-    def get_jax_iterator(self):
-        return self._generate()
-
-    def get_torch_dataloader(self):
-        return data_adapter_utils.get_torch_dataloader(self._generate())
-
-    def get_tf_dataset(self):
-        from keras_batchopt.src.backend.tensorflow.data import (
-            dataset_from_generator,
-        )
-
-        example = tuple(
+    def _tf_example(self):
+        return tuple(
             s for s in (self._x, self._y, self._sample_weight) if s is not None
         )
-        return dataset_from_generator(self._generate, example)
 
     @property
     def num_batches(self):
@@ -213,17 +161,6 @@ class AdaptiveBatchDataset(DataAdapter):
             return self._steps_per_epoch
         return math.ceil(self.num_samples / self.initial_batch_size)
 
-    @property
-    def has_partial_batch(self):
-        return False
-
-    @property
-    def partial_batch_size(self):
-        return None
-
     def on_epoch_begin(self):
         # Batches produced by an abandoned iterator are never trained on.
         self.pending.clear()
-
-    def on_epoch_end(self):
-        pass

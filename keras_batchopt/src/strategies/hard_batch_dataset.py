@@ -1,15 +1,11 @@
-import keras
-import numpy as np
-from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.data_adapters.data_adapter import DataAdapter
-
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.array_adapter import ArrayAdapter
 from keras_batchopt.src.strategies.hard_batch_schedule import HardBatchSchedule
 
 
 @keras_batchopt_export("keras_batchopt.strategies.HardBatchDataset")
-class HardBatchDataset(DataAdapter):
+class HardBatchDataset(ArrayAdapter):
     """In-memory training data with fixed mini-batches, trained hardest
     first (hard mini-batch selection).
 
@@ -85,31 +81,7 @@ class HardBatchDataset(DataAdapter):
         delta=0.5,
         warmup_epochs=1,
     ):
-        if y is None and sample_weight is not None:
-            raise ValueError(
-                "Argument `sample_weight` needs targets `y`. Received: y=None"
-            )
-        as_array = lambda a: np.asarray(a)  # noqa: E731
-        self._x = keras.tree.map_structure(as_array, x)
-        self._y = None if y is None else keras.tree.map_structure(as_array, y)
-        self._sample_weight = (
-            None
-            if sample_weight is None
-            else keras.tree.map_structure(as_array, sample_weight)
-        )
-        sizes = {
-            len(leaf)
-            for s in (self._x, self._y, self._sample_weight)
-            if s is not None
-            for leaf in keras.tree.flatten(s)
-        }
-        if len(sizes) != 1:
-            raise ValueError(
-                "Argument `x` (with `y` and `sample_weight`) must hold "
-                "arrays with the same first dimension. Received: first "
-                f"dimensions={sorted(sizes)}"
-            )
-        self.num_samples = sizes.pop()
+        self._set_arrays(x, y, sample_weight)
         self._batch_size = validation.check_positive_int(
             "batch_size", batch_size
         )
@@ -142,13 +114,7 @@ class HardBatchDataset(DataAdapter):
     def batch(self, index):
         """The inputs, targets and weights of fixed batch `index`."""
         start = index * self.batch_size
-        pick = lambda a: a[start : start + self.batch_size]  # noqa: E731
-        batch = (keras.tree.map_structure(pick, self._x),)
-        if self._y is not None:
-            batch += (keras.tree.map_structure(pick, self._y),)
-            if self._sample_weight is not None:
-                batch += (keras.tree.map_structure(pick, self._sample_weight),)
-        return batch
+        return self._pick(lambda a: a[start : start + self.batch_size])
 
     def _generate(self):
         for _ in range(self.num_batches):
@@ -157,23 +123,8 @@ class HardBatchDataset(DataAdapter):
             # an accelerator); then the last loss is stale.
             yield self.batch(self.schedule.next_batch(stale_ok=True))
 
-    # ------------------------------------------------------ DataAdapter API
-
-    def get_numpy_iterator(self):
-        return self._generate()
-
-    def get_jax_iterator(self):
-        return self._generate()
-
-    def get_torch_dataloader(self):
-        return data_adapter_utils.get_torch_dataloader(self._generate())
-
-    def get_tf_dataset(self):
-        from keras_batchopt.src.backend.tensorflow.data import (
-            dataset_from_generator,
-        )
-
-        return dataset_from_generator(self._generate, self.batch(0))
+    def _tf_example(self):
+        return self.batch(0)
 
     @property
     def num_batches(self):
@@ -182,17 +133,3 @@ class HardBatchDataset(DataAdapter):
     @property
     def batch_size(self):
         return self._batch_size
-
-    @property
-    def has_partial_batch(self):
-        return False
-
-    @property
-    def partial_batch_size(self):
-        return None
-
-    def on_epoch_begin(self):
-        pass
-
-    def on_epoch_end(self):
-        pass

@@ -186,16 +186,7 @@ class AlphaBatchNormalization(ChannelNormalization):
             mean, variance = self._mixed_statistics(
                 x, axis, mask, moving_mean, moving_variance
             )
-        outputs = ops.batch_normalization(
-            x,
-            mean,
-            variance,
-            axis=axis,
-            offset=self.read(self.beta, x.dtype),
-            scale=self.read(self.gamma, x.dtype),
-            epsilon=self.epsilon,
-        )
-        return ops.cast(outputs, self.compute_dtype)
+        return self.batch_normalize(x, mean, variance, axis)
 
     def _mixed_statistics(self, x, axis, mask, moving_mean, moving_variance):
         if mask is None and static_count(x.shape, axis) == 1:

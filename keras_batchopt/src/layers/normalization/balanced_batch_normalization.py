@@ -286,16 +286,7 @@ class BalancedBatchNormalization(ChannelNormalization):
         else:
             mean = ops.cast(self.moving_mean, x.dtype)
             variance = ops.cast(self.moving_variance, x.dtype)
-        outputs = ops.batch_normalization(
-            x,
-            mean,
-            variance,
-            axis=axis,
-            offset=self.read(self.beta, x.dtype),
-            scale=self.read(self.gamma, x.dtype),
-            epsilon=self.epsilon,
-        )
-        return ops.cast(outputs, self.compute_dtype)
+        return self.batch_normalize(x, mean, variance, axis)
 
     def _train_statistics(self, x, axis, task_ids):
         """Batch moments; updates the running ones and adds the loss."""

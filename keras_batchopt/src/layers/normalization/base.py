@@ -171,6 +171,21 @@ class ChannelNormalization(keras.layers.Layer):
         """A weight cast to the computation dtype, or None."""
         return None if variable is None else ops.cast(variable, dtype)
 
+    def batch_normalize(self, x, mean, variance, axis):
+        """`x` normalized per channel with `mean` and `variance` (in `x`'s
+        dtype), then scaled by `gamma` and shifted by `beta` where they
+        exist; cast to the compute dtype."""
+        outputs = ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=axis,
+            offset=self.read(self.beta, x.dtype),
+            scale=self.read(self.gamma, x.dtype),
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
     def compute_output_shape(self, input_shape):
         self.channel_axis(len(input_shape))
         return input_shape

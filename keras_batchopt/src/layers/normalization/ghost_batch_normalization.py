@@ -200,19 +200,15 @@ class GhostBatchNormalization(ChannelNormalization):
         x = statistics.upcast(inputs)
         rank = len(x.shape)
         axis = self.channel_axis(rank)
-        gamma = self.read(self.gamma, x.dtype)
-        beta = self.read(self.beta, x.dtype)
         if not self.is_training(training):
-            outputs = ops.batch_normalization(
+            return self.batch_normalize(
                 x,
                 ops.cast(self.moving_mean, x.dtype),
                 ops.cast(self.moving_variance, x.dtype),
-                axis=axis,
-                offset=beta,
-                scale=gamma,
-                epsilon=self.epsilon,
+                axis,
             )
-            return ops.cast(outputs, self.compute_dtype)
+        gamma = self.read(self.gamma, x.dtype)
+        beta = self.read(self.beta, x.dtype)
         ghosts = ghost_moments(x, self.virtual_batch_size, axis, mask)
         self._update_moving_statistics(ghosts)
         shape = statistics.channel_shape(rank + 1, axis + 1, -1)

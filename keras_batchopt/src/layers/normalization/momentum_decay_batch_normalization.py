@@ -296,16 +296,9 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
             else:
                 mean = ops.where(adapting, mean, moving[0])
                 variance = ops.where(adapting, variance, moving[1])
-        outputs = ops.batch_normalization(
-            x,
-            ops.cast(mean, x.dtype),
-            ops.cast(variance, x.dtype),
-            axis=axis,
-            offset=self.read(self.beta, x.dtype),
-            scale=self.read(self.gamma, x.dtype),
-            epsilon=self.epsilon,
+        return self.batch_normalize(
+            x, ops.cast(mean, x.dtype), ops.cast(variance, x.dtype), axis
         )
-        return ops.cast(outputs, self.compute_dtype)
 
     def _keras_update(self, mean, variance, flag):
         """Keras's moving average with the fixed `momentum` where the

@@ -343,16 +343,7 @@ class UnMixTestTimeNormalization(ChannelNormalization):
             variance = ops.cast(self.moving_variance, x.dtype)
         else:
             return ops.cast(self._unmix(x, axis), self.compute_dtype)
-        outputs = ops.batch_normalization(
-            x,
-            mean,
-            variance,
-            axis=axis,
-            offset=self.read(self.beta, x.dtype),
-            scale=self.read(self.gamma, x.dtype),
-            epsilon=self.epsilon,
-        )
-        return ops.cast(outputs, self.compute_dtype)
+        return self.batch_normalize(x, mean, variance, axis)
 
     def _components(self, dtype):
         started = ops.convert_to_tensor(self.components_started) > 0
