@@ -85,7 +85,7 @@ print("training images per class:", counts.tolist(), "total", len(y_lt))
 
 def make_classifier(batchformer):
     layers = [
-        keras.Input((784,)),
+        keras.Input((x_all.shape[1],)),
         keras.layers.Dense(256, activation="relu"),
         keras.layers.Dense(64, activation="relu"),
     ]
@@ -182,7 +182,7 @@ steps = EPOCHS_LB * int(np.ceil(len(x_lb) / BATCH))
 def make_mlp():
     return keras.Sequential(
         [
-            keras.Input((784,)),
+            keras.Input((x_all.shape[1],)),
             keras.layers.Dense(256, activation="relu"),
             keras.layers.Dense(256, activation="relu"),
             keras.layers.Dense(10),
