@@ -35,12 +35,8 @@ Usage (from the repository root):
 import sys
 
 from harness import cli
-from harness import render as md
 from harness import train_step_timing
 from harness.train_step_timing import BATCH
-from harness.train_step_timing import MODELS
-from harness.train_step_timing import QUICK_BATCH
-from harness.train_step_timing import VARIANTS
 
 LR = 1e-3
 OPTIMIZERS = ("adam", "adahessian", "adahessian-every4")
@@ -85,35 +81,21 @@ def run_suite(args, path):
 
 
 def plan(args):
-    return [
-        f"ada_hessian_step: {args.repeats} process(es) per (variant, model), "
-        f"device {args.device}, {args.rounds} rounds of {args.steps} steps "
-        f"after {args.warmup} warm-up steps, batch "
-        f"{QUICK_BATCH if args.quick else BATCH}:",
-        "  " + ", ".join(label for _, label in train_step_timing.units(args)),
-    ]
+    return train_step_timing.plan("ada_hessian_step", args)
 
 
 def render(rows, keep_from=None):
-    import numpy as np
-
-    agg = {}
-    for r in rows:
-        agg.setdefault(r["config"], []).append(r)
-    suites = sorted({r.get("suite", "?") for r in rows})
     r0 = rows[0]
-    steps = len(r0["round_mean_ms"])
+    table, ratios = train_step_timing.table(
+        rows, OPTIMIZERS, OPT_LABELS, "adam", "Adam"
+    )
     lines = [
-        "# AdaHessian training step vs Adam's on "
-        + r0.get("device", "cpu").upper(),
-        "",
-        *md.recorded_lines(rows, keep_from),
-        md.checkout_line(rows),
-        f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
-        f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
-        f"(backend, model), each timing its 3 optimizers round-robin, "
-        f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
-        f"{r0.get('warmup', 5)} warm-up steps",
+        *train_step_timing.run_lines(
+            rows,
+            keep_from,
+            "AdaHessian training step vs Adam's",
+            "its 3 optimizers",
+        ),
         f"- `model.train_on_batch` on one fixed batch of "
         f"{r0.get('batch', BATCH)}; every "
         "model wired with `enable_hessian_training` and built from seed 0; "
@@ -128,43 +110,13 @@ def render(rows, keep_from=None):
         "Adam's on the same backend and model. Target: AdaHessian "
         "(interval 1) <= 2.5x Adam.",
         "",
-        "| backend | jit_compile | model | params | optimizer | ms/step | "
-        "round min..max | median single step ms | ratio to Adam | "
-        "1st call s | own cores | other procs, cores (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *table,
     ]
-    verdicts = []
-    for variant, _, _ in VARIANTS:
-        for kind in MODELS:
-            adam = None
-            for opt in OPTIMIZERS:
-                rs = agg.get(f"{variant}-{kind}-{opt}")
-                if not rs:
-                    continue
-                means = [m for r in rs for m in r["round_mean_ms"]]
-                ms = float(np.median(means))
-                single = float(
-                    np.median([t for r in rs for t in r["times_ms"]])
-                )
-                if opt == "adam":
-                    adam = ms
-                ratio = ms / adam if adam else float("nan")
-                e = rs[0]
-                lines.append(
-                    f"| {e['backend']} | {e['jit_compile']} | {kind} | "
-                    f"{e['n_params']:,} | {OPT_LABELS[opt]} | **{ms:.1f}** | "
-                    f"{min(means):.1f}..{max(means):.1f} | {single:.1f} | "
-                    f"{ratio:.2f} | "
-                    f"{np.median([r['first_call_s'] for r in rs]):.2f} | "
-                    f"{np.median([r['own_cores'] for r in rs]):.2f} | "
-                    f"{max(r['foreign_cores'] for r in rs):.2f} |"
-                )
-                if opt != "adam":
-                    target = "met" if ratio <= 2.5 else "NOT met"
-                    verdicts.append(
-                        f"- {variant} {kind}, {OPT_LABELS[opt]}: "
-                        f"{ratio:.2f}x Adam -> {target}"
-                    )
+    verdicts = [
+        f"- {variant} {kind}, {OPT_LABELS[opt]}: {ratio:.2f}x Adam -> "
+        + ("met" if ratio <= 2.5 else "NOT met")
+        for variant, kind, opt, ratio in ratios
+    ]
     lines += [
         "",
         "## Target (AdaHessian step <= 2.5x Adam's; interval-4 rows for "

@@ -34,12 +34,8 @@ Usage (from the repository root):
 import sys
 
 from harness import cli
-from harness import render as md
 from harness import train_step_timing
 from harness.train_step_timing import BATCH
-from harness.train_step_timing import MODELS
-from harness.train_step_timing import QUICK_BATCH
-from harness.train_step_timing import VARIANTS
 
 LR = 0.1
 OPTIMIZERS = ("plain", "conadv")
@@ -77,35 +73,21 @@ def run_suite(args, path):
 
 
 def plan(args):
-    return [
-        f"conadv_step: {args.repeats} process(es) per (variant, model), "
-        f"device {args.device}, {args.rounds} rounds of {args.steps} steps "
-        f"after {args.warmup} warm-up steps, batch "
-        f"{QUICK_BATCH if args.quick else BATCH}:",
-        "  " + ", ".join(label for _, label in train_step_timing.units(args)),
-    ]
+    return train_step_timing.plan("conadv_step", args)
 
 
 def render(rows, keep_from=None):
-    import numpy as np
-
-    agg = {}
-    for r in rows:
-        agg.setdefault(r["config"], []).append(r)
-    suites = sorted({r.get("suite", "?") for r in rows})
     r0 = rows[0]
-    steps = len(r0["round_mean_ms"])
+    table, ratios = train_step_timing.table(
+        rows, OPTIMIZERS, OPT_LABELS, "plain", "plain"
+    )
     lines = [
-        "# ConAdv training step vs the plain step on "
-        + r0.get("device", "cpu").upper(),
-        "",
-        *md.recorded_lines(rows, keep_from),
-        md.checkout_line(rows),
-        f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
-        f"nice {r0.get('nice')}; {len(agg[r0['config']])} process(es) per "
-        f"(backend, model), each timing its 2 steps round-robin, "
-        f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
-        f"{r0.get('warmup', 5)} warm-up steps",
+        *train_step_timing.run_lines(
+            rows,
+            keep_from,
+            "ConAdv training step vs the plain step",
+            "its 2 steps",
+        ),
         f"- `model.train_on_batch` on one fixed batch of "
         f"{r0.get('batch', BATCH)}; both models built from seed 0; "
         f"LARS lr {LR}, defaults otherwise; ConAdv epsilon 1/255, equal "
@@ -117,43 +99,13 @@ def render(rows, keep_from=None):
         "step. ratio = ms/step over the plain step's on the same backend "
         f"and model. Target: ConAdv <= {TARGET}x plain.",
         "",
-        "| backend | jit_compile | model | params | optimizer | ms/step | "
-        "round min..max | median single step ms | ratio to plain | "
-        "1st call s | own cores | other procs, cores (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *table,
     ]
-    verdicts = []
-    for variant, _, _ in VARIANTS:
-        for kind in MODELS:
-            plain = None
-            for opt in OPTIMIZERS:
-                rs = agg.get(f"{variant}-{kind}-{opt}")
-                if not rs:
-                    continue
-                means = [m for r in rs for m in r["round_mean_ms"]]
-                ms = float(np.median(means))
-                single = float(
-                    np.median([t for r in rs for t in r["times_ms"]])
-                )
-                if opt == "plain":
-                    plain = ms
-                ratio = ms / plain if plain else float("nan")
-                e = rs[0]
-                lines.append(
-                    f"| {e['backend']} | {e['jit_compile']} | {kind} | "
-                    f"{e['n_params']:,} | {OPT_LABELS[opt]} | **{ms:.1f}** | "
-                    f"{min(means):.1f}..{max(means):.1f} | {single:.1f} | "
-                    f"{ratio:.2f} | "
-                    f"{np.median([r['first_call_s'] for r in rs]):.2f} | "
-                    f"{np.median([r['own_cores'] for r in rs]):.2f} | "
-                    f"{max(r['foreign_cores'] for r in rs):.2f} |"
-                )
-                if opt != "plain":
-                    target = "met" if ratio <= TARGET else "NOT met"
-                    verdicts.append(
-                        f"- {variant} {kind}: {ratio:.2f}x the plain step "
-                        f"-> {target}"
-                    )
+    verdicts = [
+        f"- {variant} {kind}: {ratio:.2f}x the plain step -> "
+        + ("met" if ratio <= TARGET else "NOT met")
+        for variant, kind, _, ratio in ratios
+    ]
     lines += [
         "",
         f"## Target (ConAdv step <= {TARGET}x the plain step)",

@@ -242,3 +242,91 @@ def parse(argv, description, default_output, steps_multiple=1):
     if args.steps % steps_multiple:
         p.error(f"--steps must be a multiple of {steps_multiple}")
     return args
+
+
+def plan(name, args):
+    """The dry-run plan of script `name`."""
+    return [
+        f"{name}: {args.repeats} process(es) per (variant, model), "
+        f"device {args.device}, {args.rounds} rounds of {args.steps} steps "
+        f"after {args.warmup} warm-up steps, batch "
+        f"{QUICK_BATCH if args.quick else BATCH}:",
+        "  " + ", ".join(label for _, label in units(args)),
+    ]
+
+
+def by_config(rows):
+    """The rows grouped by their `config` ("variant-model-optimizer")."""
+    grouped = {}
+    for r in rows:
+        grouped.setdefault(r["config"], []).append(r)
+    return grouped
+
+
+def run_lines(rows, keep_from, title, timed):
+    """The table's title and how it was measured; `timed` names what each
+    process times round-robin ("its 2 steps")."""
+    from harness import render as md
+
+    grouped = by_config(rows)
+    suites = sorted({r.get("suite", "?") for r in rows})
+    r0 = rows[0]
+    steps = len(r0["round_mean_ms"])
+    return [
+        f"# {title} on " + r0.get("device", "cpu").upper(),
+        "",
+        *md.recorded_lines(rows, keep_from),
+        md.checkout_line(rows),
+        f"- suite run id(s) {', '.join(suites)}; benchmark processes at "
+        f"nice {r0.get('nice')}; {len(grouped[r0['config']])} process(es) "
+        f"per (backend, model), each timing {timed} round-robin, "
+        f"{steps} round(s) of {len(r0['times_ms']) // steps} steps after "
+        f"{r0.get('warmup', 5)} warm-up steps",
+    ]
+
+
+TABLE_HEADER = [
+    "| backend | jit_compile | model | params | optimizer | ms/step | "
+    "round min..max | median single step ms | ratio to {baseline} | "
+    "1st call s | own cores | other procs, cores (max) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def table(rows, optimizers, labels, baseline, baseline_name):
+    """The table (header first) of every (variant, model, optimizer), each
+    step's ratio to the `baseline` optimizer's on the same variant and
+    model; and `(variant, model, optimizer, ratio)` of the others."""
+    import numpy as np
+
+    grouped = by_config(rows)
+    lines = [TABLE_HEADER[0].format(baseline=baseline_name), TABLE_HEADER[1]]
+    ratios = []
+    for variant, _, _ in VARIANTS:
+        for kind in MODELS:
+            reference = None
+            for opt in optimizers:
+                rs = grouped.get(f"{variant}-{kind}-{opt}")
+                if not rs:
+                    continue
+                means = [m for r in rs for m in r["round_mean_ms"]]
+                ms = float(np.median(means))
+                single = float(
+                    np.median([t for r in rs for t in r["times_ms"]])
+                )
+                if opt == baseline:
+                    reference = ms
+                ratio = ms / reference if reference else float("nan")
+                e = rs[0]
+                lines.append(
+                    f"| {e['backend']} | {e['jit_compile']} | {kind} | "
+                    f"{e['n_params']:,} | {labels[opt]} | **{ms:.1f}** | "
+                    f"{min(means):.1f}..{max(means):.1f} | {single:.1f} | "
+                    f"{ratio:.2f} | "
+                    f"{np.median([r['first_call_s'] for r in rs]):.2f} | "
+                    f"{np.median([r['own_cores'] for r in rs]):.2f} | "
+                    f"{max(r['foreign_cores'] for r in rs):.2f} |"
+                )
+                if opt != baseline:
+                    ratios.append((variant, kind, opt, ratio))
+    return lines, ratios
