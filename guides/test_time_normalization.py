@@ -314,6 +314,30 @@ def accuracy_table(severity, stream, batch_size, size=None):
 
 
 """
+Both sweeps print a markdown table and plot one panel per stream.
+"""
+
+
+def report(results, column, values, title, file_name, **axis_options):
+    """Prints `results` ({stream: [row per value]}) and plots them."""
+    print(f"| stream | {column} | " + " | ".join(models) + " |")
+    print("|---|---|" + "---|" * len(models))
+    for stream, rows in results.items():
+        for value, row in zip(values, rows):
+            cells = " | ".join(f"{row[name]:.3f}" for name in models)
+            print(f"| {stream} | {value} | {cells} |")
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for axis, (stream, rows) in zip(axes, results.items()):
+        for name in models:
+            axis.plot(values, [row[name] for row in rows], marker="o", label=name)
+        axis.set(title=f"{stream} stream, {title}", xlabel=column, **axis_options)
+    axes[0].set_ylabel("accuracy (mean of 5 corruptions)")
+    axes[1].legend(fontsize=8)
+    figure.savefig(os.path.join(IMAGES, file_name), dpi=90)
+    plt.close(figure)
+
+
+"""
 ## Accuracy against severity
 
 Batch size 64, averaged over the five corruptions.
@@ -324,22 +348,14 @@ by_severity = {
     stream: [accuracy_table(s, stream, 64) for s in SEVERITIES] for stream in STREAMS
 }
 print(f"severity sweep: {time.time() - start:.0f} s")
-print("| stream | severity | " + " | ".join(models) + " |")
-print("|---|---|" + "---|" * len(models))
-for stream, rows in by_severity.items():
-    for severity, row in zip(SEVERITIES, rows):
-        cells = " | ".join(f"{row[name]:.3f}" for name in models)
-        print(f"| {stream} | {severity} | {cells} |")
-
-figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
-for axis, (stream, rows) in zip(axes, by_severity.items()):
-    for name in models:
-        axis.plot(SEVERITIES, [row[name] for row in rows], marker="o", label=name)
-    axis.set(title=f"{stream} stream, batch 64", xlabel="severity", xticks=SEVERITIES)
-axes[0].set_ylabel("accuracy (mean of 5 corruptions)")
-axes[1].legend(fontsize=8)
-figure.savefig(os.path.join(IMAGES, "accuracy_vs_severity.png"), dpi=90)
-plt.close(figure)
+report(
+    by_severity,
+    "severity",
+    SEVERITIES,
+    "batch 64",
+    "accuracy_vs_severity.png",
+    xticks=SEVERITIES,
+)
 
 """
 ## Accuracy against batch size
@@ -357,22 +373,14 @@ by_batch = {
     for stream in STREAMS
 }
 print(f"batch-size sweep: {time.time() - start:.0f} s")
-print("| stream | batch size | " + " | ".join(models) + " |")
-print("|---|---|" + "---|" * len(models))
-for stream, rows in by_batch.items():
-    for batch_size, row in zip(BATCH_SIZES, rows):
-        cells = " | ".join(f"{row[name]:.3f}" for name in models)
-        print(f"| {stream} | {batch_size} | {cells} |")
-
-figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
-for axis, (stream, rows) in zip(axes, by_batch.items()):
-    for name in models:
-        axis.plot(BATCH_SIZES, [row[name] for row in rows], marker="o", label=name)
-    axis.set(title=f"{stream} stream, severity 2", xlabel="batch size", xscale="log")
-axes[0].set_ylabel("accuracy (mean of 5 corruptions)")
-axes[1].legend(fontsize=8)
-figure.savefig(os.path.join(IMAGES, "accuracy_vs_batch_size.png"), dpi=90)
-plt.close(figure)
+report(
+    by_batch,
+    "batch size",
+    BATCH_SIZES,
+    "severity 2",
+    "accuracy_vs_batch_size.png",
+    xscale="log",
+)
 
 """
 ## What it shows
