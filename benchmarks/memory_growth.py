@@ -9,7 +9,7 @@ records the resident set size (RSS, from /proc/self/statm) after the
 warm-up runs and after the last run: what a leak adds grows with the
 number of runs, what the frameworks cache once does not. Keras's Adam
 runs the same loop as the baseline. On TensorFlow a third loop runs the
-package's optimizers with their fast path off (`config.fast_paths(False)`,
+package's optimizers with their fast path off (`config.disable_fast_paths()`,
 Keras's generic update in the traced step), which tells the XLA-compiled
 update's share of the growth from the rest.
 
@@ -87,7 +87,7 @@ def child(loop, runs, warmup):
     import keras_batchopt
 
     if loop == "package_generic":
-        keras_batchopt.config.fast_paths(False).__enter__()
+        keras_batchopt.config.disable_fast_paths()
 
     rng = np.random.RandomState(0)
     x = rng.randn(256, 64).astype("float32")
