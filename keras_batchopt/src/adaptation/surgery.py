@@ -232,9 +232,11 @@ def convert_batch_normalization(
         and `synchronized` concern training only and are not carried over.
 
     References:
-        - You, Li, Sun and Yang, 2021, [Test-time Batch Statistics
-          Calibration for Covariate Shift](https://arxiv.org/abs/2110.04065)
-          (their `adapt_model` replaces each BatchNorm2d in place).
+        - You, Li and Zhao, 2021, [Test-time Batch Statistics Calibration
+          for Covariate Shift](https://arxiv.org/abs/2110.04065) (the
+          `AlphaBatchNorm.adapt_model` of the UnMix-TNS code,
+          https://github.com/devavratTomar/unmixtns, replaces each
+          BatchNorm2d in place).
     """
     _check_model(model)
     cls = _target_class(layer_class)
@@ -300,8 +302,8 @@ def to_batch_normalization(model, layer_names=None):
     'BatchNormalization'
 
     References:
-        - You, Li, Sun and Yang, 2021, [Test-time Batch Statistics
-          Calibration for Covariate Shift](https://arxiv.org/abs/2110.04065)
+        - You, Li and Zhao, 2021, [Test-time Batch Statistics Calibration
+          for Covariate Shift](https://arxiv.org/abs/2110.04065)
     """
     _check_model(model)
     selected = _selected(

@@ -135,15 +135,22 @@ class AlphaBatchNormalization(ChannelNormalization):
         here training is Keras's BatchNormalization, so that a model with
         this layer can also be trained or fine-tuned.
 
+        You et al. also propose an adaptation loss, "Core" (pairwise
+        class correlation of the predictions); it is not implemented here:
+        neither its code nor a text that defines it could be found.
+
     References:
-        - You, Li, Sun and Yang, 2021, [Test-time Batch Statistics
-          Calibration for Covariate Shift](https://arxiv.org/abs/2110.04065)
+        - You, Li and Zhao, 2021, [Test-time Batch Statistics Calibration
+          for Covariate Shift](https://arxiv.org/abs/2110.04065)
         - Schneider et al., 2020, [Improving robustness against common
           corruptions by covariate shift adaptation](
           https://arxiv.org/abs/2006.16971) (the source-prior form).
-        - Official module: `AlphaBatchNorm` in `methods/bn.py` of
-          https://github.com/devavratTomar/unmixtns (UnMix-TNS, Tomar et
-          al., ICLR 2024).
+        - Reference module: `AlphaBatchNorm` in
+          `tta_experiments/methods/bn.py` of
+          https://github.com/devavratTomar/unmixtns at commit
+          8e12b9f03f394290eb89df58e17d949f082d5152 (the baseline of
+          UnMix-TNS, Tomar et al., ICLR 2024; no code of You et al. was
+          found).
     """
 
     # The state of keras.layers.BatchNormalization, by weight name: the

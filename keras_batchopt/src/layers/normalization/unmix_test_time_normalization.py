@@ -212,6 +212,15 @@ class UnMixTestTimeNormalization(ChannelNormalization):
         official code updates the components on every batch; here a
         non-finite batch is skipped.
 
+        The components move slowly (per `max_batch_size` instances, at
+        most `1 - adaptation_momentum` of the way to the instances
+        assigned to them), and a component that few instances are
+        assigned to stays at its random start. On a stream of a few
+        thousand images the layer can therefore score below the source
+        model, as in the guide `test_time_normalization` (on clean data
+        too); `spread=0` starts every component at the source
+        statistics.
+
     References:
         - Tomar, Vray, Thiran and Bozorgtabar, 2024, [Un-Mixing Test-Time
           Normalization Statistics: Combatting Label Temporal Correlation](
