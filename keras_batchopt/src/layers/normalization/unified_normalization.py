@@ -60,19 +60,26 @@ def _unified_forward(x, gamma, beta, window, ema, variance, ratio, *flags):
     return y, (x, gamma, window, ema, inverse, ratio, flags)
 
 
-def unified_backward(momentum):
+def unified_backward(momentum, synchronized=False):
     """The official backward: `g = dy * gamma * r`, the gradient statistic
     `mean(g z)` goes into the backward window (the EMA instead on a
     skipped batch), and `dx = (g - ema * z) / sqrt(var + eps)` with the
     updated EMA (`g - mean_gz * z` on a skipped batch); `dgamma` takes
     `r * z`. Per-channel terms come from `sum(dy * x)`, so the only
-    full-size arrays are `dy * x` and `dx`."""
+    full-size arrays are `dy * x` and `dx`. With `synchronized`, `mean(g
+    z)` is over every replica's rows (`sum(dy * x)` and the row count
+    summed across the replicas), and so are `dx` and the state that
+    depend on it; `dgamma` and `dbeta` stay this replica's sums, which the
+    optimizer sums."""
 
     def backward(residuals, dy):
         x, gamma, window, ema, inverse, ratio, flags = residuals
         skip, instant, slot = flags
-        dy_z = ops.sum(dy * x, 0) * inverse  # sum(dy * z)
-        gz = gamma * ratio * dy_z / ops.cast(ops.shape(x)[0], x.dtype)
+        dy_x = ops.sum(dy * x, 0)
+        total_dy_x, rows = statistics.all_reduce_sum(
+            [dy_x, ops.cast(ops.shape(x)[0], x.dtype)], synchronized
+        )
+        gz = gamma * ratio * (total_dy_x * inverse) / rows
         window = ops.where(slot > 0, ops.where(skip > 0, ema, gz), window)
         mean_gz = ops.where(instant > 0, gz, ops.mean(window, axis=0))
         new_ema = ema * momentum + (1.0 - momentum) * mean_gz
@@ -80,7 +87,7 @@ def unified_backward(momentum):
         dx = dy * (gamma * ratio * inverse) - x * (
             subtracted * ops.square(inverse)
         )
-        d_gamma = ratio * dy_z
+        d_gamma = ratio * (dy_x * inverse)
         d_beta = ops.sum(dy, 0)
         return (dx, d_gamma, d_beta, window, new_ema) + (None,) * 5
 
@@ -271,8 +278,8 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         step = self.next_step()
         t = ops.cast(step, dtype)
         weights = statistics.row_weights(mask, rows)
-        x2 = statistics.masked_channel_mean(
-            ops.square(ops.stop_gradient(rows)), weights
+        x2 = statistics.synchronized_channel_mean(
+            ops.square(ops.stop_gradient(rows)), weights, self.synchronized
         )
         window = ops.cast(self.variance_window, dtype)
         recorded = unbiased_variance(ops.sqrt(window))
@@ -309,9 +316,8 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         )
         backward_slot = _window_slot(backward_size, step)
         gamma, beta = self.affine_inputs(variance)
-        y = backward_state.custom_vjp(
-            _unified_forward, unified_backward(self.momentum)
-        )(
+        backward = unified_backward(self.momentum, self.synchronized)
+        y = backward_state.custom_vjp(_unified_forward, backward)(
             rows,
             gamma,
             beta,
