@@ -23,9 +23,10 @@ class ChannelNormalization(keras.layers.Layer):
 
     Subclasses implement `call`; this class holds the arguments shared with
     `keras.layers.BatchNormalization` (`synchronized` included: subclasses
-    pass their batch moments through `statistics.synchronize`), their
-    checks, the weights (created
-    with `autocast=False`, so that they stay float32 under mixed
+    pass their batch moments through `statistics.synchronize` or
+    `statistics.synchronize_mean`, and the batch sums of a custom backward
+    pass through `statistics.all_reduce_sum`), their checks, the weights
+    (created with `autocast=False`, so that they stay float32 under mixed
     precision) and the config.
     """
 

@@ -123,9 +123,16 @@ class PowerNormalization(QuadraticMeanNormalization):
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint: as in `keras.layers.BatchNormalization`.
         moving_variance_initializer: initializer of `psi`.
-        synchronized: `False` (default); `True` is not implemented yet
-            (NotImplementedError): the custom backward pass reduces over
-            the batch too.
+        synchronized: whether, in training, the statistics over the batch
+            are those of every replica's batch: under a `tf.distribute`
+            strategy `psi_B` (and the backward's `mean(x**2)` over every
+            token) is all-reduced across the replicas in the forward pass,
+            and so are the sums of the backward's `mean(g~ * z)`, so that
+            every replica sets the same `gradient_ema`; under
+            `keras.distribution` on JAX a jitted step already reduces over
+            the global batch, synchronized or not. Defaults to `False`.
+            `True` raises a ValueError on torch (Keras has no torch
+            distribution).
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of
@@ -161,7 +168,9 @@ class PowerNormalization(QuadraticMeanNormalization):
         merges the micro-batches' values by an element-wise maximum. Like
         the official code under fp16 loss scaling, `Gamma` accumulates
         loss-scaled gradients under `mixed_float16`. Call the layer once
-        per training step.
+        per training step. The official code has no `synchronized`: ours
+        reduces over every replica's tokens as one replica with the whole
+        batch would.
         Keras >= 3.10 keeps this state out of loss-scale unscaling and out of
         `use_ema`; keras_batchopt's optimizers keep it out of `use_ema` on every
         Keras (with `use_ema` on TensorFlow, Keras 3.15's own optimizers fail on

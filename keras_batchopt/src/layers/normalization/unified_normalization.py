@@ -68,9 +68,9 @@ def unified_backward(momentum, synchronized=False):
     `r * z`. Per-channel terms come from `sum(dy * x)`, so the only
     full-size arrays are `dy * x` and `dx`. With `synchronized`, `mean(g
     z)` is over every replica's rows (`sum(dy * x)` and the row count
-    summed across the replicas), and so are `dx` and the state that
-    depend on it; `dgamma` and `dbeta` stay this replica's sums, which the
-    optimizer sums."""
+    summed across the replicas), and so is what depends on it: `dx`, the
+    window and the EMA; `dgamma` and `dbeta` stay this replica's sums,
+    which the optimizer sums."""
 
     def backward(residuals, dy):
         x, gamma, window, ema, inverse, ratio, flags = residuals
@@ -154,9 +154,17 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint, moving_variance_initializer: as in
             `keras.layers.BatchNormalization`.
-        synchronized: `False` (default); `True` is not implemented yet
-            (NotImplementedError): the custom backward pass reduces over
-            the batch too.
+        synchronized: whether, in training, the statistics over the batch
+            are those of every replica's batch: under a `tf.distribute`
+            strategy `x2` is all-reduced across the replicas in the
+            forward pass (so the windows, `moving_variance` and the
+            outlier test are the same on every replica), and so are the
+            sums of the backward's `mean(g z)` (so `dx`, `gradient_window`
+            and `gradient_ema` are those of the whole batch); under
+            `keras.distribution` on JAX a jitted step already reduces over
+            the global batch, synchronized or not. Defaults to `False`.
+            `True` raises a ValueError on torch (Keras has no torch
+            distribution).
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of
@@ -189,10 +197,13 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         trainable weights, and any Keras optimizer's `apply` assigns them
         (never a descent step); with `gradient_accumulation_steps` Keras
         merges the micro-batches' values by an element-wise maximum. Call
-        the layer once per training step. Keras >= 3.10 keeps this state out of
-        loss-scale unscaling and out of `use_ema`; keras_batchopt's optimizers
-        keep it out of `use_ema` on every Keras (with `use_ema` on TensorFlow,
-        Keras 3.15's own optimizers fail on it at the end of `fit`).
+        the layer once per training step. The official code has no
+        `synchronized`: ours reduces over every replica's tokens as one
+        replica with the whole batch would. Keras >= 3.10 keeps this state
+        out of loss-scale unscaling and out of `use_ema`; keras_batchopt's
+        optimizers keep it out of `use_ema` on every Keras (with `use_ema`
+        on TensorFlow, Keras 3.15's own optimizers fail on it at the end of
+        `fit`).
     """
 
     def __init__(
