@@ -256,12 +256,12 @@ class PowerNormalization(QuadraticMeanNormalization):
         variance = statistics.synchronized_channel_mean(
             square, weights, self.synchronized
         )
-        if weights is not None:
+        if weights is None:
+            square = variance
+        else:
             square = statistics.synchronized_channel_mean(
                 square, None, self.synchronized
             )
-        else:
-            square = variance
         warm = t <= self.warmup_steps
         inverse = ops.rsqrt(ops.where(warm, variance, psi) + self.epsilon)
         gamma, beta = self.affine_inputs(variance)
