@@ -105,7 +105,9 @@ on a single device. Two things in a model can break that equality:
   on each device's slice normalizes by statistics of a smaller batch.
   The package's batch-statistics layers take `synchronized=True`, as
   `keras.layers.BatchNormalization` does: under a `tf.distribute`
-  strategy their moments are all-reduced across the replicas. Under
+  strategy their moments are all-reduced across the replicas
+  (`PowerNormalization` and `UnifiedNormalization` also all-reduce the
+  batch averages of their custom backward passes). Under
   `keras.distribution` on JAX, a jitted step sees each sharded batch as
   one global array and reduces over all of it, synchronized or not.
   For `GhostBatchNormalization` each ghost batch is still normalized by
@@ -400,15 +402,15 @@ Hessian-vector products are sums of both signs):
 axis, and every optimizer slot has the sharding of its variable.
 (b) With `synchronized` True or False: the jitted step reduces over the
 global batch. (c) The optimizers' TensorFlow XLA fast path stands aside
-under a strategy. (d) With `synchronized=True`; with `False` the test
-checks that the weights differ.
+under a strategy. (d) With `synchronized=True`, both replicas' copies of
+the layer's state included; with `False` the test checks that the
+weights differ.
 
 The optimizers are AdaHessian, Adan (also with a global-norm clip), LAMB,
 LARS (Nesterov, LARC, sum of norms), SGD-SAI, AdaGradNorm and SinkGD. The
 layers are `GhostBatchNormalization`, `BatchChannelNormalization`,
 `InstanceBatchNormalization`, `RepBatchNormalization`, `ProgressiveRepBN`,
-`AlphaBatchNormalization` and `RegionNormalization`.
-`PowerNormalization` and `UnifiedNormalization` do not implement
-`synchronized=True` yet; under `MirroredStrategy` their update counters
-are tested to advance once per step.
+`AlphaBatchNormalization`, `RegionNormalization`, `PowerNormalization` and
+`UnifiedNormalization` (the last two also on padded, masked token
+sequences; their state set in the backward pass is compared too).
 """

@@ -109,7 +109,30 @@ def layer_factories(synchronized):
         "region_normalization": lambda: layers.RegionNormalization(
             mode="learned", kernel_size=3, **kwargs
         ),
+        # Custom backward passes that reduce over the batch. PowerNorm:
+        # batch statistics at step 1, the running one after; its gradient
+        # statistic (weighted 1 - alpha_backward in dx) from step 2 on.
+        # UnifiedNorm: dx takes the gradient statistic at every step, its
+        # window mean from step 3 on.
+        "power_normalization": lambda: layers.PowerNormalization(
+            alpha_forward=0.5, alpha_backward=0.5, warmup_steps=1, **kwargs
+        ),
+        "unified_normalization": lambda: layers.UnifiedNormalization(
+            window_size=2, warmup_steps=0, momentum=0.5, **kwargs
+        ),
     }
+
+
+# Layers also run on padded token sequences, with a Keras mask (see
+# `build_layer_model`): their statistics skip the padding.
+MASKED_LAYERS = ("power_normalization", "unified_normalization")
+
+
+def layer_cases():
+    """The names of the layer cases: each layer of `layer_factories`, and
+    `<name>_masked` for those of `MASKED_LAYERS`."""
+    names = list(layer_factories(True))
+    return names + [name + "_masked" for name in MASKED_LAYERS]
 
 
 LAYER_STEPS = 3
@@ -124,13 +147,34 @@ def layer_data(seed=1):
     return x.astype("float32"), y.astype("float32")
 
 
+def masked_layer_data(seed=1):
+    """`layer_data` with the last tokens (pixels, in raster order) of each
+    sample zeroed: 0 to 11 of the 16, so that the two replicas' halves of
+    a batch hold different numbers of real tokens."""
+    x, y = layer_data(seed)
+    tokens = x.reshape(len(x), 16, 4)
+    padding = np.random.default_rng(seed + 1).integers(0, 12, len(x))
+    for sample, count in zip(tokens, padding):
+        sample[16 - count :] = 0.0
+    return tokens.reshape(x.shape), y
+
+
 def build_layer_model(name, synchronized):
     """Input -> Conv2D -> the layer -> Dense: gradients reach the layer's
-    input, so the synchronized moments' gradient is exercised too."""
+    input, so the synchronized moments' gradient is exercised too. A
+    `<name>_masked` case takes the 16 pixels as tokens, masks the zero
+    ones (Masking) and maps each token by a Dense layer (which passes the
+    mask on) before the layer."""
     import keras
 
     inputs = keras.Input((4, 4, 4))
-    h = keras.layers.Conv2D(4, 1, use_bias=False, name="conv")(inputs)
+    if name.endswith("_masked"):
+        name = name[: -len("_masked")]
+        h = keras.layers.Reshape((16, 4))(inputs)
+        h = keras.layers.Masking(0.0)(h)
+        h = keras.layers.Dense(4, use_bias=False, name="conv")(h)
+    else:
+        h = keras.layers.Conv2D(4, 1, use_bias=False, name="conv")(inputs)
     h = layer_factories(synchronized)[name]()(h)
     outputs = keras.layers.Dense(1, name="head")(keras.layers.Flatten()(h))
     return keras.Model(inputs, outputs)
@@ -143,7 +187,21 @@ def train_layer_model(name, synchronized, weights, x, y):
     model.set_weights(weights)
     model.compile(keras.optimizers.SGD(0.01), "mse")
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    return model.get_weights()
+    return model
+
+
+def replica_spread(model):
+    """The largest relative difference between the replicas' copies of a
+    weight (a `tf.distribute` mirrored variable's per-device values): a
+    replica that computed other statistics or another backward state
+    than the first keeps its own copy. 0 where a weight has one copy."""
+    worst = 0.0
+    for variable in model.weights:
+        copies = getattr(variable.value, "values", None) or ()
+        copies = [np.asarray(c) for c in copies]
+        for copy in copies[1:]:
+            worst = max(worst, relative_error([copy], copies[:1]))
+    return worst
 
 
 def initial_layer_weights(name):
@@ -154,23 +212,28 @@ def initial_layer_weights(name):
 
 
 def layer_errors(distribution, names):
-    """Per batch-statistics layer (those in `names`, or all): the error
-    relative to one device after `LAYER_STEPS` steps of `fit` (weights and
-    moving statistics), synchronized and not, inside
-    `distribution.scope()` (a Keras distribution or a `tf.distribute`
-    strategy)."""
-    x, y = layer_data()
+    """Per layer case of `layer_cases` (those in `names`, or all): the
+    error relative to one device after `LAYER_STEPS` steps of `fit`
+    (weights and moving statistics, the backward state included),
+    synchronized and not, inside `distribution.scope()` (a Keras
+    distribution or a `tf.distribute` strategy), and the synchronized
+    model's `replica_spread`."""
     out = {}
-    for name in layer_factories(True):
+    for name in layer_cases():
         if names and name not in names:
             continue
+        masked = name.endswith("_masked")
+        x, y = masked_layer_data() if masked else layer_data()
         weights = initial_layer_weights(name)
         reference = train_layer_model(name, True, weights, x, y)
+        reference = reference.get_weights()
         entry = {}
         for synchronized in (True, False):
             with distribution.scope():
-                trained = train_layer_model(name, synchronized, weights, x, y)
+                model = train_layer_model(name, synchronized, weights, x, y)
             key = "synchronized" if synchronized else "local"
-            entry[key] = relative_error(trained, reference)
+            entry[key] = relative_error(model.get_weights(), reference)
+            if synchronized:
+                entry["replica_spread"] = replica_spread(model)
         out[name] = entry
     return out

@@ -13,7 +13,8 @@ refuse with an error.)
 
 The batch-statistics layers under `DataParallel` on 2 devices (half the
 batch each) equal one device with the whole batch, synchronized or not:
-the step reduces over the global batch.
+the step reduces over the global batch, in the custom backward passes of
+PowerNorm and UnifiedNorm (`jax.custom_vjp`) too.
 
 The worker runs once for the file, in the JAX lane only (tests/conftest.py
 collects files named after a backend on that backend only).
@@ -62,7 +63,7 @@ def test_slots_are_sharded_like_their_variable(result, name):
     assert (slots == 0) == (name == "adagrad_norm"), slots
 
 
-@pytest.mark.parametrize("name", list(common.layer_factories(True)))
+@pytest.mark.parametrize("name", common.layer_cases())
 def test_layer_two_replicas_match_one(result, name):
     entry = result["layers"][name]
     assert entry["synchronized"] <= RTOL, entry

@@ -54,13 +54,3 @@ def test_not_a_bool(cls):
     args = (4,) if cls is layers.GhostBatchNormalization else ()
     with pytest.raises(ValueError, match="synchronized=1"):
         cls(*args, synchronized=1)
-
-
-@pytest.mark.parametrize(
-    "cls", [layers.PowerNormalization, layers.UnifiedNormalization]
-)
-def test_not_implemented_yet(cls):
-    error = ValueError if TORCH else NotImplementedError
-    with pytest.raises(error, match="synchronized=True"):
-        cls(synchronized=True)
-    assert cls().get_config()["synchronized"] is False

@@ -14,10 +14,14 @@ scaling). The update then happens where Keras applies gradients, under
 `optimizer.apply`.
 
 Under `tf.distribute` (tested with `MirroredStrategy` on two CPU replicas)
-the batch statistics are per replica, as in Keras's `BatchNormalization`
-without `synchronized=True`, and the replicas' values of these variables
-are aggregated as gradients are; the update counter of `ProgressiveRepBN`
-advances once per update.
+Keras's optimizer assigns these variables in each replica, before it sums
+the gradients across the replicas: each replica's copy takes the value
+that replica computed (`get_weights` and checkpoints read the first
+replica's). With `synchronized=True`, PowerNorm and Unified Normalization
+sum their backward pass's batch reductions across the replicas, so the
+copies are equal (tested); without it each replica's gradient statistics
+are those of its own part of the batch, as its batch statistics are. The
+update counter of `ProgressiveRepBN` advances once per update.
 
 Consequences, stated in each layer's docstring:
 - the update needs a Keras optimizer's `apply` (a hand-written SGD loop

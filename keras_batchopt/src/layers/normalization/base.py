@@ -23,9 +23,10 @@ class ChannelNormalization(keras.layers.Layer):
 
     Subclasses implement `call`; this class holds the arguments shared with
     `keras.layers.BatchNormalization` (`synchronized` included: subclasses
-    pass their batch moments through `statistics.synchronize`), their
-    checks, the weights (created
-    with `autocast=False`, so that they stay float32 under mixed
+    pass their batch moments through `statistics.synchronize` or
+    `statistics.synchronize_mean`, and the batch sums of a custom backward
+    pass through `statistics.all_reduce_sum`), their checks, the weights
+    (created with `autocast=False`, so that they stay float32 under mixed
     precision) and the config.
     """
 
@@ -52,13 +53,6 @@ class ChannelNormalization(keras.layers.Layer):
         self.synchronized = statistics.check_synchronized(
             type(self).__name__, synchronized
         )
-        if synchronized and not self.supports_synchronized:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not support "
-                "`synchronized=True` yet: its backward pass keeps batch "
-                "state that would need synchronizing too. Received: "
-                "synchronized=True"
-            )
         self.momentum = validation.check_beta("momentum", momentum)
         self.epsilon = validation.check_positive("epsilon", epsilon)
         self.center = validation.check_bool("center", center)
@@ -76,9 +70,6 @@ class ChannelNormalization(keras.layers.Layer):
         self.supports_masking = False
         self.gamma = None
         self.beta = None
-
-    # False where `synchronized=True` is not implemented (it then raises).
-    supports_synchronized = True
 
     # Layers whose input must have spatial axes set this to 3.
     min_rank = 2

@@ -31,30 +31,37 @@ def _power_forward(x, gamma, beta, gradient_ema, variance, inverse, square):
     return y, (x, gamma, gradient_ema, variance, inverse, square)
 
 
-def power_backward(alpha_backward, epsilon):
+def power_backward(alpha_backward, epsilon, synchronized=False):
     """The official approximate backward: with `g = dy * gamma`,
     `g~ = g - (1 - alpha_backward) * ema * z`, `dx = g~ / sqrt(var + eps)`
     with the *batch* variance, and the gradient EMA grows by `mean(g~ z)`
     over every row (padding included).
 
     Computed per channel from `sum(dy * x)` and `mean(x**2)` over all rows,
-    so that the only full-size arrays are `dy * x` and `dx`.
+    so that the only full-size arrays are `dy * x` and `dx`. With
+    `synchronized`, that mean is over every replica's rows: `sum(dy * x)`
+    and the row count are summed across the replicas (`square` and
+    `variance` come synchronized from the forward pass); `dgamma` and
+    `dbeta` stay this replica's sums, which the optimizer sums.
     """
     decay = 1.0 - alpha_backward
 
     def backward(residuals, dy):
         x, gamma, gradient_ema, variance, inverse, square = residuals
-        dy_z = ops.sum(dy * x, 0) * inverse  # sum(dy * z)
+        dy_x = ops.sum(dy * x, 0)
+        total_dy_x, rows = statistics.all_reduce_sum(
+            [dy_x, _row_count(x)], synchronized
+        )
         # mean(g~ z) = gamma mean(dy z) - decay ema mean(z**2)
         new_ema = gradient_ema + (
-            gamma * dy_z / _row_count(x)
+            gamma * (total_dy_x * inverse) / rows
             - decay * gradient_ema * ops.square(inverse) * square
         )
         batch_inverse = ops.rsqrt(variance + epsilon)
         dx = dy * (gamma * batch_inverse) - x * (
             decay * gradient_ema * inverse * batch_inverse
         )
-        return dx, dy_z, ops.sum(dy, 0), new_ema, None, None, None
+        return dx, dy_x * inverse, ops.sum(dy, 0), new_ema, None, None, None
 
     return backward
 
@@ -116,9 +123,16 @@ class PowerNormalization(QuadraticMeanNormalization):
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint: as in `keras.layers.BatchNormalization`.
         moving_variance_initializer: initializer of `psi`.
-        synchronized: `False` (default); `True` is not implemented yet
-            (NotImplementedError): the custom backward pass reduces over
-            the batch too.
+        synchronized: whether, in training, the statistics over the batch
+            are those of every replica's batch: under a `tf.distribute`
+            strategy `psi_B` (and the backward's `mean(x**2)` over every
+            token) is all-reduced across the replicas in the forward pass,
+            and so are the sums of the backward's `mean(g~ * z)`, so that
+            every replica sets the same `gradient_ema`; under
+            `keras.distribution` on JAX a jitted step already reduces over
+            the global batch, synchronized or not. Defaults to `False`.
+            `True` raises a ValueError on torch (Keras has no torch
+            distribution).
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of
@@ -154,7 +168,9 @@ class PowerNormalization(QuadraticMeanNormalization):
         merges the micro-batches' values by an element-wise maximum. Like
         the official code under fp16 loss scaling, `Gamma` accumulates
         loss-scaled gradients under `mixed_float16`. Call the layer once
-        per training step.
+        per training step. The official code has no `synchronized`: ours
+        reduces over every replica's tokens as one replica with the whole
+        batch would.
         Keras >= 3.10 keeps this state out of loss-scale unscaling and out of
         `use_ema`; keras_batchopt's optimizers keep it out of `use_ema` on every
         Keras (with `use_ema` on TensorFlow, Keras 3.15's own optimizers fail on
@@ -235,20 +251,31 @@ class PowerNormalization(QuadraticMeanNormalization):
         t = ops.cast(step, rows.dtype)
         weights = statistics.row_weights(mask, rows)
         square = ops.square(ops.stop_gradient(rows))
-        variance = statistics.masked_channel_mean(square, weights)
+        # psi_B over the real tokens, and the backward's mean(x**2) over
+        # every token, of every replica when synchronized.
+        variance = statistics.synchronized_channel_mean(
+            square, weights, self.synchronized
+        )
+        if weights is None:
+            square = variance
+        else:
+            square = statistics.synchronized_channel_mean(
+                square, None, self.synchronized
+            )
         warm = t <= self.warmup_steps
         inverse = ops.rsqrt(ops.where(warm, variance, psi) + self.epsilon)
         gamma, beta = self.affine_inputs(variance)
-        y = backward_state.custom_vjp(
-            _power_forward, power_backward(self.alpha_backward, self.epsilon)
-        )(
+        backward = power_backward(
+            self.alpha_backward, self.epsilon, self.synchronized
+        )
+        y = backward_state.custom_vjp(_power_forward, backward)(
             rows,
             gamma,
             beta,
             ops.cast(self.gradient_ema, rows.dtype),
             variance,
             inverse,
-            variance if weights is None else statistics.mean(square, 0),
+            square,
         )
         cumulative = psi * (t - 1.0) / t + variance / t
         psi = ops.where(t < self.warmup_steps, cumulative, psi)

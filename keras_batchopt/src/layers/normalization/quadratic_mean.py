@@ -12,10 +12,6 @@ class QuadraticMeanNormalization(ChannelNormalization):
     `moving_mean`), the int32 step counter `iterations`, and inference
     `y = gamma * x / sqrt(moving_variance + eps) + beta`."""
 
-    # The custom backward passes reduce over the batch (the gradient EMA
-    # of PowerNorm, the window of UnifiedNorm): not synchronized yet.
-    supports_synchronized = False
-
     def build_statistics(self, channels):
         self.gamma, self.beta = self.build_affine(channels)
         self.build_moving_variance(channels)

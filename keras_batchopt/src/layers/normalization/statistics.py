@@ -109,6 +109,18 @@ def masked_channel_mean(rows, weights):
     return ops.sum(rows * weights, 0) / count
 
 
+def synchronized_channel_mean(rows, weights, synchronized=True):
+    """`masked_channel_mean` over the rows of every replica (the real ones
+    where `weights` is not None), through `synchronize_mean`; this
+    replica's where there is nothing to synchronize."""
+    if weights is None:
+        count = ops.shape(rows)[0]
+    else:
+        count = ops.sum(weights)
+    mean = masked_channel_mean(rows, weights)
+    return synchronize_mean(mean, count, synchronized)[0]
+
+
 def check_mask(mask, inputs):
     """Keras's check of a mask: one dimension less than the inputs."""
     if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
@@ -215,6 +227,32 @@ def check_synchronized(layer, value):
     return value
 
 
+def _distribute(synchronized):
+    """The backend's `distribute` module where `synchronized` and more
+    than one replica are in sync (a `tf.distribute` strategy); None
+    elsewhere: on JAX a jitted step under `keras.distribution` already
+    reduces over the global batch."""
+    module = dispatch.backend_module("distribute", required=False)
+    if not synchronized or module is None or module.replicas() == 1:
+        return None
+    return module
+
+
+def synchronize_mean(mean, count, synchronized=True):
+    """The mean of every replica's values, from this replica's `mean` and
+    its number of values `count` (a tensor that broadcasts to `mean`), in
+    one all-reduce of the counts and weighted sums; returns it and the
+    total count (of `mean`'s shape). Unchanged, `count` broadcast, where
+    there is nothing to synchronize (see `synchronize`); 0 where no
+    replica has a value."""
+    count = ops.broadcast_to(ops.cast(count, mean.dtype), ops.shape(mean))
+    module = _distribute(synchronized)
+    if module is None:
+        return mean, count
+    total, weighted = module.all_reduce_sum([count, count * mean])
+    return weighted / ops.maximum(total, 1.0), total
+
+
 def synchronize(mean, variance, count, synchronized=True):
     """The batch moments of every replica's samples, from this replica's.
 
@@ -222,23 +260,21 @@ def synchronize(mean, variance, count, synchronized=True):
     `count` its number of values per channel (a tensor that broadcasts to
     `mean`). Under a `tf.distribute` strategy with more than one replica
     they are pooled with the law of total variance, in two all-reduces
-    (counts and weighted sums; then the spread around the pooled mean,
-    exact where `E[x^2] - E[x]^2` cancels); returns the pooled mean,
-    variance and the total count (of `mean`'s shape). Elsewhere
-    (`synchronized` False, one replica, JAX, where a jitted step under
-    `keras.distribution` already reduces over the global batch) they come
-    back unchanged, `count` broadcast.
+    (counts and weighted sums, `synchronize_mean`; then the spread around
+    the pooled mean, exact where `E[x^2] - E[x]^2` cancels); returns the
+    pooled mean, variance and the total count (of `mean`'s shape).
+    Elsewhere (`synchronized` False, one replica, JAX, where a jitted step
+    under `keras.distribution` already reduces over the global batch) they
+    come back unchanged, `count` broadcast.
     """
+    pooled, total = synchronize_mean(mean, count, synchronized)
+    module = _distribute(synchronized)
+    if module is None:
+        return mean, variance, total
     count = ops.broadcast_to(ops.cast(count, mean.dtype), ops.shape(mean))
-    module = dispatch.backend_module("distribute", required=False)
-    if not synchronized or module is None or module.replicas() == 1:
-        return mean, variance, count
-    total, weighted = module.all_reduce_sum([count, count * mean])
-    divisor = ops.maximum(total, 1.0)
-    pooled = weighted / divisor
     spread = count * (variance + ops.square(mean - pooled))
     (spread,) = module.all_reduce_sum([spread])
-    return pooled, spread / divisor, total
+    return pooled, spread / ops.maximum(total, 1.0), total
 
 
 def gather(values, synchronized=True):
@@ -246,10 +282,8 @@ def gather(values, synchronized=True):
     in replica order under a `tf.distribute` strategy with more than one
     replica and `synchronized`; `values` unchanged elsewhere (see
     `synchronize`)."""
-    module = dispatch.backend_module("distribute", required=False)
-    if not synchronized or module is None or module.replicas() == 1:
-        return values
-    return module.all_gather(values)
+    module = _distribute(synchronized)
+    return values if module is None else module.all_gather(values)
 
 
 def all_reduce_sum(values, synchronized=True):
@@ -257,7 +291,5 @@ def all_reduce_sum(values, synchronized=True):
     a `tf.distribute` strategy with more than one replica and
     `synchronized`; `values` unchanged elsewhere (see `synchronize`): for
     statistics that are sums, such as counts and region sums."""
-    module = dispatch.backend_module("distribute", required=False)
-    if not synchronized or module is None or module.replicas() == 1:
-        return values
-    return module.all_reduce_sum(values)
+    module = _distribute(synchronized)
+    return values if module is None else module.all_reduce_sum(values)

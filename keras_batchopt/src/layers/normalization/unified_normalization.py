@@ -60,19 +60,26 @@ def _unified_forward(x, gamma, beta, window, ema, variance, ratio, *flags):
     return y, (x, gamma, window, ema, inverse, ratio, flags)
 
 
-def unified_backward(momentum):
+def unified_backward(momentum, synchronized=False):
     """The official backward: `g = dy * gamma * r`, the gradient statistic
     `mean(g z)` goes into the backward window (the EMA instead on a
     skipped batch), and `dx = (g - ema * z) / sqrt(var + eps)` with the
     updated EMA (`g - mean_gz * z` on a skipped batch); `dgamma` takes
     `r * z`. Per-channel terms come from `sum(dy * x)`, so the only
-    full-size arrays are `dy * x` and `dx`."""
+    full-size arrays are `dy * x` and `dx`. With `synchronized`, `mean(g
+    z)` is over every replica's rows (`sum(dy * x)` and the row count
+    summed across the replicas), and so is what depends on it: `dx`, the
+    window and the EMA; `dgamma` and `dbeta` stay this replica's sums,
+    which the optimizer sums."""
 
     def backward(residuals, dy):
         x, gamma, window, ema, inverse, ratio, flags = residuals
         skip, instant, slot = flags
-        dy_z = ops.sum(dy * x, 0) * inverse  # sum(dy * z)
-        gz = gamma * ratio * dy_z / ops.cast(ops.shape(x)[0], x.dtype)
+        dy_x = ops.sum(dy * x, 0)
+        total_dy_x, rows = statistics.all_reduce_sum(
+            [dy_x, ops.cast(ops.shape(x)[0], x.dtype)], synchronized
+        )
+        gz = gamma * ratio * (total_dy_x * inverse) / rows
         window = ops.where(slot > 0, ops.where(skip > 0, ema, gz), window)
         mean_gz = ops.where(instant > 0, gz, ops.mean(window, axis=0))
         new_ema = ema * momentum + (1.0 - momentum) * mean_gz
@@ -80,7 +87,7 @@ def unified_backward(momentum):
         dx = dy * (gamma * ratio * inverse) - x * (
             subtracted * ops.square(inverse)
         )
-        d_gamma = ratio * dy_z
+        d_gamma = ratio * (dy_x * inverse)
         d_beta = ops.sum(dy, 0)
         return (dx, d_gamma, d_beta, window, new_ema) + (None,) * 5
 
@@ -147,9 +154,17 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         beta_regularizer, gamma_regularizer, beta_constraint,
         gamma_constraint, moving_variance_initializer: as in
             `keras.layers.BatchNormalization`.
-        synchronized: `False` (default); `True` is not implemented yet
-            (NotImplementedError): the custom backward pass reduces over
-            the batch too.
+        synchronized: whether, in training, the statistics over the batch
+            are those of every replica's batch: under a `tf.distribute`
+            strategy `x2` is all-reduced across the replicas in the
+            forward pass (so the windows, `moving_variance` and the
+            outlier test are the same on every replica), and so are the
+            sums of the backward's `mean(g z)` (so `dx`, `gradient_window`
+            and `gradient_ema` are those of the whole batch); under
+            `keras.distribution` on JAX a jitted step already reduces over
+            the global batch, synchronized or not. Defaults to `False`.
+            `True` raises a ValueError on torch (Keras has no torch
+            distribution).
         **kwargs: base `Layer` arguments.
 
     Masking: a Keras mask (True for real tokens) keeps padding out of
@@ -182,10 +197,13 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         trainable weights, and any Keras optimizer's `apply` assigns them
         (never a descent step); with `gradient_accumulation_steps` Keras
         merges the micro-batches' values by an element-wise maximum. Call
-        the layer once per training step. Keras >= 3.10 keeps this state out of
-        loss-scale unscaling and out of `use_ema`; keras_batchopt's optimizers
-        keep it out of `use_ema` on every Keras (with `use_ema` on TensorFlow,
-        Keras 3.15's own optimizers fail on it at the end of `fit`).
+        the layer once per training step. The official code has no
+        `synchronized`: ours reduces over every replica's tokens as one
+        replica with the whole batch would. Keras >= 3.10 keeps this state
+        out of loss-scale unscaling and out of `use_ema`; keras_batchopt's
+        optimizers keep it out of `use_ema` on every Keras (with `use_ema`
+        on TensorFlow, Keras 3.15's own optimizers fail on it at the end of
+        `fit`).
     """
 
     def __init__(
@@ -271,8 +289,8 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         step = self.next_step()
         t = ops.cast(step, dtype)
         weights = statistics.row_weights(mask, rows)
-        x2 = statistics.masked_channel_mean(
-            ops.square(ops.stop_gradient(rows)), weights
+        x2 = statistics.synchronized_channel_mean(
+            ops.square(ops.stop_gradient(rows)), weights, self.synchronized
         )
         window = ops.cast(self.variance_window, dtype)
         recorded = unbiased_variance(ops.sqrt(window))
@@ -309,9 +327,8 @@ class UnifiedNormalization(QuadraticMeanNormalization):
         )
         backward_slot = _window_slot(backward_size, step)
         gamma, beta = self.affine_inputs(variance)
-        y = backward_state.custom_vjp(
-            _unified_forward, unified_backward(self.momentum)
-        )(
+        backward = unified_backward(self.momentum, self.synchronized)
+        y = backward_state.custom_vjp(_unified_forward, backward)(
             rows,
             gamma,
             beta,
