@@ -5,6 +5,10 @@ from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 
+# The backend module of the test-time layers' fast steps (torch: plain
+# torch operations in place of eager `keras.ops` calls).
+FAST_MODULE = "test_time_normalization"
+
 
 def batch_moments(x, axis, mask=None):
     """Per-channel mean and biased variance of `x` over every axis but
@@ -196,6 +200,11 @@ class AlphaBatchNormalization(ChannelNormalization):
                 "the test batch, as the official code. Received: inputs of "
                 f"shape {tuple(x.shape)}, one value per channel. Use "
                 "batches of two or more, or alpha=0 (the source statistics)."
+            )
+        fast = statistics.fast_module(FAST_MODULE)
+        if fast is not None and mask is None and not self.synchronized:
+            return fast.alpha_statistics(
+                x, axis, moving_mean, moving_variance, self.alpha
             )
         # Synchronized: the test batch of every replica.
         mean, variance, count = statistics.synchronize(

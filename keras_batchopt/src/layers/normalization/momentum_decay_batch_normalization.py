@@ -5,6 +5,9 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
+    FAST_MODULE,
+)
+from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
     batch_moments,
 )
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
@@ -277,6 +280,10 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
         x = statistics.upcast(inputs)
         axis = self.channel_axis(len(x.shape))
         statistics.check_mask(mask, x)
+        fast = statistics.fast_module(FAST_MODULE)
+        if fast is not None and mask is None and not self.is_training(training):
+            outputs = fast.momentum_decay_inference(self, x, axis)
+            return ops.cast(outputs, self.compute_dtype)
         mean, variance, count = batch_moments(x, axis, mask)
         usable = ops.logical_and(
             count >= 2,

@@ -5,6 +5,9 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
+    FAST_MODULE,
+)
+from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
     batch_moments,
 )
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
@@ -368,6 +371,9 @@ class UnMixTestTimeNormalization(ChannelNormalization):
         return 1.0 - ops.power(keep, size / self.max_batch_size)
 
     def _unmix(self, x, axis):
+        fast = statistics.fast_module(FAST_MODULE)
+        if fast is not None:
+            return fast.unmix_inference(self, x, axis)
         inst_mean, inst_var = instance_moments(x, axis)
         means, variances = self._components(x.dtype)
         means = ops.stop_gradient(means)
