@@ -25,7 +25,7 @@ CASES = {
         lambda axis: layers.AlphaBatchNormalization(
             alpha=0.3, axis=axis, epsilon=EPS
         ),
-        "alpha_statistics",
+        "alpha_inference",
     ),
     "momentum_decay_batch": (
         lambda axis: layers.MomentumDecayBatchNormalization(

@@ -97,6 +97,21 @@ def alpha_statistics(x, axis, moving_mean, moving_variance, alpha):
     )
 
 
+def alpha_inference(layer, x, axis):
+    """An inference step of `AlphaBatchNormalization` with `alpha > 0` on
+    the batch `x` (no mask): the output, in `x`'s dtype."""
+    mean, variance = alpha_statistics(
+        x,
+        axis,
+        layer.moving_mean.value.to(x.dtype),
+        layer.moving_variance.value.to(x.dtype),
+        layer.alpha,
+    )
+    return batch_normalize(
+        x, mean, variance, layer.gamma, layer.beta, layer.epsilon, axis
+    )
+
+
 def momentum_decay_inference(layer, x, axis):
     """An inference step of `MomentumDecayBatchNormalization` on the batch
     `x` (no mask): the state updated as its `_adapt`, and the output (in

@@ -187,12 +187,17 @@ class AlphaBatchNormalization(ChannelNormalization):
         elif self.alpha == 0.0:
             mean, variance = moving_mean, moving_variance
         else:
+            self._check_count(x, axis, mask)
+            fast = statistics.fast_module(FAST_MODULE)
+            if fast is not None and mask is None and not self.synchronized:
+                outputs = fast.alpha_inference(self, x, axis)
+                return ops.cast(outputs, self.compute_dtype)
             mean, variance = self._mixed_statistics(
                 x, axis, mask, moving_mean, moving_variance
             )
         return self.batch_normalize(x, mean, variance, axis)
 
-    def _mixed_statistics(self, x, axis, mask, moving_mean, moving_variance):
+    def _check_count(self, x, axis, mask):
         if mask is None and static_count(x.shape, axis) == 1:
             raise ValueError(
                 f"{type(self).__name__} with alpha={self.alpha} needs two "
@@ -201,11 +206,8 @@ class AlphaBatchNormalization(ChannelNormalization):
                 f"shape {tuple(x.shape)}, one value per channel. Use "
                 "batches of two or more, or alpha=0 (the source statistics)."
             )
-        fast = statistics.fast_module(FAST_MODULE)
-        if fast is not None and mask is None and not self.synchronized:
-            return fast.alpha_statistics(
-                x, axis, moving_mean, moving_variance, self.alpha
-            )
+
+    def _mixed_statistics(self, x, axis, mask, moving_mean, moving_variance):
         # Synchronized: the test batch of every replica.
         mean, variance, count = statistics.synchronize(
             *batch_moments(x, axis, mask), self.synchronized
