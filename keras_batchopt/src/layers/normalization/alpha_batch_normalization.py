@@ -137,7 +137,11 @@ class AlphaBatchNormalization(ChannelNormalization):
         with too few values per channel follow the rules above where
         PyTorch raises. The official module mixes in training mode too;
         here training is Keras's BatchNormalization, so that a model with
-        this layer can also be trained or fine-tuned.
+        this layer can also be trained or fine-tuned. On torch, an
+        inference step without a mask runs as plain torch operations with
+        the same arithmetic (eager `keras.ops` calls on small tensors cost more
+        than their work); `keras_batchopt.config.fast_paths(False)` runs
+        the generic code.
 
     References:
         - You, Li, Sun and Yang, 2021, [Test-time Batch Statistics

@@ -158,6 +158,10 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
         al.'s adaptation, where the affine parameters are trained while
         the statistics adapt (see
         `keras_batchopt.adaptation.batch_normalization_consistency_loss`).
+        On torch, an inference step without a mask runs as plain torch
+        operations with the same arithmetic (eager `keras.ops` calls on
+        small tensors cost more than their work);
+        `keras_batchopt.config.fast_paths(False)` runs the generic code.
 
     References:
         - Mirza, Micorek, Possegger and Bischof, 2022, [The Norm Must Go

@@ -213,7 +213,11 @@ class UnMixTestTimeNormalization(ChannelNormalization):
         same for full batches). The official module mixes in training
         mode too; here training is Keras's BatchNormalization. The
         official code updates the components on every batch; here a
-        non-finite batch is skipped.
+        non-finite batch is skipped. On torch, an
+        inference step runs as plain torch operations with the same
+        arithmetic (eager `keras.ops` calls on small tensors cost more
+        than their work); `keras_batchopt.config.fast_paths(False)` runs
+        the generic code.
 
     References:
         - Tomar, Vray, Thiran and Bozorgtabar, 2024, [Un-Mixing Test-Time
