@@ -22,17 +22,25 @@ from keras.src.backend.common.stateless_scope import in_stateless_scope
 NORMALIZE_EPSILON = 1e-12
 
 
-def assign(variables, values):
+def assign(variables, values, tensors=None):
     """`variable.assign(value)` for each pair: in place outside a
     stateless scope (the copy Keras's torch `Variable.assign` makes,
-    without its conversions)."""
+    without its conversions), into `tensors`, the variables' `value`s
+    where the caller has read them already."""
     if in_stateless_scope():
         for variable, value in zip(variables, values):
             variable.assign(value)
         return
+    if tensors is None:
+        tensors = [variable.value for variable in variables]
     with torch.no_grad():
-        for variable, value in zip(variables, values):
-            variable.value.copy_(value)
+        for tensor, value in zip(tensors, values):
+            tensor.copy_(value)
+
+
+def read(variable):
+    """A weight's tensor, or None for a missing weight."""
+    return None if variable is None else variable.value
 
 
 def all_finite(a, b):
@@ -66,15 +74,15 @@ def unbiased(variance, count):
 
 def batch_normalize(x, mean, variance, gamma, beta, epsilon, axis):
     """Keras's torch `ops.batch_normalization` (the same operations) with
-    `gamma` and `beta` weights or None."""
+    `gamma` and `beta` tensors or None."""
     shape = [1] * x.ndim
     shape[axis] = mean.shape[0]
     scale = variance.reshape(shape).add(epsilon).rsqrt_()
     if gamma is not None:
-        scale = scale.mul(gamma.value.to(x.dtype).reshape(shape))
+        scale = scale.mul(gamma.to(x.dtype).reshape(shape))
     outputs = x.subtract(mean.reshape(shape)).mul_(scale)
     if beta is not None:
-        outputs = outputs.add_(beta.value.to(x.dtype).reshape(shape))
+        outputs = outputs.add_(beta.to(x.dtype).reshape(shape))
     return outputs
 
 
@@ -108,7 +116,13 @@ def alpha_inference(layer, x, axis):
         layer.alpha,
     )
     return batch_normalize(
-        x, mean, variance, layer.gamma, layer.beta, layer.epsilon, axis
+        x,
+        mean,
+        variance,
+        read(layer.gamma),
+        read(layer.beta),
+        layer.epsilon,
+        axis,
     )
 
 
@@ -117,22 +131,18 @@ def momentum_decay_inference(layer, x, axis):
     `x` (no mask): the state updated as its `_adapt`, and the output (in
     `x`'s dtype) normalized as its `call`."""
     mean, variance, count = batch_moments(x, axis)
+    # (moving_mean, moving_variance[, gamma][, beta]) and their sources.
+    sources, currents = zip(*layer._pairs())
+    source_values = [v.value for v in sources]
+    current_values = [v.value for v in currents]
+    counters = (layer.adaptation_momentum, layer.adapted_batches)
+    momentum, batches = [v.value for v in counters]
     adapting = layer._adapting.value > 0
     if count < 2:
         adapting = torch.zeros_like(adapting)
     else:
         adapting = adapting & all_finite(mean, variance)
-    batches = layer.adapted_batches.value
     first = adapting & (batches == 0)
-    sources, currents = zip(*layer._pairs())
-    assign(
-        sources,
-        [
-            torch.where(first, current.value, source.value)
-            for source, current in zip(sources, currents)
-        ],
-    )
-    momentum = layer.adaptation_momentum.value
     decayed = momentum * layer.decay_factor
     weight = decayed + layer.min_momentum
     keep = 1.0 - weight
@@ -140,23 +150,23 @@ def momentum_decay_inference(layer, x, axis):
         # Not adapting: the old value (the generic code also zeroes the
         # batch statistics first, which selects the same).
         torch.where(adapting, keep * old + weight * value.to(old.dtype), old)
-        for old, value in (
-            (layer.moving_mean.value, mean),
-            (layer.moving_variance.value, unbiased(variance, count)),
+        for old, value in zip(
+            current_values[:2], (mean, unbiased(variance, count))
         )
     ]
+    # The snapshot of the sources reads the weights before the update.
     assign(
-        (
-            layer.moving_mean,
-            layer.moving_variance,
-            layer.adaptation_momentum,
-            layer.adapted_batches,
-        ),
-        (
-            *moving,
+        sources + currents[:2] + counters,
+        [
+            torch.where(first, current, source)
+            for source, current in zip(source_values, current_values)
+        ]
+        + moving
+        + [
             torch.where(adapting, decayed, momentum),
             batches + adapting.to(batches.dtype),
-        ),
+        ],
+        source_values + current_values[:2] + [momentum, batches],
     )
     if layer.normalize_with == "moving":
         mean, variance = moving
@@ -167,8 +177,8 @@ def momentum_decay_inference(layer, x, axis):
         x,
         mean.to(x.dtype),
         variance.to(x.dtype),
-        layer.gamma,
-        layer.beta,
+        read(layer.gamma),
+        read(layer.beta),
         layer.epsilon,
         axis,
     )
