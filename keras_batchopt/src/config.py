@@ -33,12 +33,17 @@ def fast_paths_enabled():
 
 
 def enable_fast_paths():
-    """Lets optimizers use their backend fast path (the default)."""
+    """Lets optimizers and the test-time normalization layers use their
+    backend fast path (the default)."""
     _state["fast_paths"] = True
 
 
 def disable_fast_paths():
-    """Makes every optimizer run its generic `keras.ops` update.
+    """Makes every optimizer run its generic `keras.ops` update, and the
+    test-time normalization layers (`AlphaBatchNormalization`,
+    `MomentumDecayBatchNormalization`, `UnMixTestTimeNormalization`)
+    their generic inference step (on torch they otherwise run it as
+    plain torch operations).
 
     Also settable before import with ``KERAS_BATCHOPT_FAST_PATHS=0``.
     """

@@ -5,6 +5,10 @@ from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
 
+# The backend module of the test-time layers' fast steps (torch: plain
+# torch operations in place of eager `keras.ops` calls).
+FAST_MODULE = "test_time_normalization"
+
 
 def batch_moments(x, axis, mask=None):
     """Per-channel mean and biased variance of `x` over every axis but
@@ -133,7 +137,11 @@ class AlphaBatchNormalization(ChannelNormalization):
         with too few values per channel follow the rules above where
         PyTorch raises. The official module mixes in training mode too;
         here training is Keras's BatchNormalization, so that a model with
-        this layer can also be trained or fine-tuned.
+        this layer can also be trained or fine-tuned. On torch, an
+        inference step without a mask runs as plain torch operations with
+        the same arithmetic (eager `keras.ops` calls on small tensors cost more
+        than their work); `keras_batchopt.config.fast_paths(False)` runs
+        the generic code.
 
         You et al. also propose an adaptation loss, "Core" (pairwise
         class correlation of the predictions); it is not implemented here:
@@ -190,12 +198,17 @@ class AlphaBatchNormalization(ChannelNormalization):
         elif self.alpha == 0.0:
             mean, variance = moving_mean, moving_variance
         else:
+            self._check_count(x, axis, mask)
+            fast = statistics.fast_module(FAST_MODULE)
+            if fast is not None and mask is None and not self.synchronized:
+                outputs = fast.alpha_inference(self, x, axis)
+                return ops.cast(outputs, self.compute_dtype)
             mean, variance = self._mixed_statistics(
                 x, axis, mask, moving_mean, moving_variance
             )
         return self.batch_normalize(x, mean, variance, axis)
 
-    def _mixed_statistics(self, x, axis, mask, moving_mean, moving_variance):
+    def _check_count(self, x, axis, mask):
         if mask is None and static_count(x.shape, axis) == 1:
             raise ValueError(
                 f"{type(self).__name__} with alpha={self.alpha} needs two "
@@ -204,6 +217,8 @@ class AlphaBatchNormalization(ChannelNormalization):
                 f"shape {tuple(x.shape)}, one value per channel. Use "
                 "batches of two or more, or alpha=0 (the source statistics)."
             )
+
+    def _mixed_statistics(self, x, axis, mask, moving_mean, moving_variance):
         # Synchronized: the test batch of every replica.
         mean, variance, count = statistics.synchronize(
             *batch_moments(x, axis, mask), self.synchronized

@@ -5,6 +5,9 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
+    FAST_MODULE,
+)
+from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
     batch_moments,
 )
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
@@ -155,6 +158,10 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
         al.'s adaptation, where the affine parameters are trained while
         the statistics adapt (see
         `keras_batchopt.adaptation.batch_normalization_consistency_loss`).
+        On torch, an inference step without a mask runs as plain torch
+        operations with the same arithmetic (eager `keras.ops` calls on
+        small tensors cost more than their work);
+        `keras_batchopt.config.fast_paths(False)` runs the generic code.
 
     References:
         - Mirza, Micorek, Possegger and Bischof, 2022, [The Norm Must Go
@@ -277,6 +284,10 @@ class MomentumDecayBatchNormalization(ChannelNormalization):
         x = statistics.upcast(inputs)
         axis = self.channel_axis(len(x.shape))
         statistics.check_mask(mask, x)
+        fast = statistics.fast_module(FAST_MODULE)
+        if fast is not None and mask is None and not self.is_training(training):
+            outputs = fast.momentum_decay_inference(self, x, axis)
+            return ops.cast(outputs, self.compute_dtype)
         mean, variance, count = batch_moments(x, axis, mask)
         usable = ops.logical_and(
             count >= 2,

@@ -8,6 +8,7 @@ Each layer upcasts once, computes, and casts its output back.
 from keras import backend
 from keras import ops
 
+from keras_batchopt.src import config
 from keras_batchopt.src import validation
 from keras_batchopt.src.backend import dispatch
 
@@ -19,6 +20,16 @@ def upcast(x):
     if backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
         return ops.cast(x, "float32")
     return x
+
+
+def fast_module(name):
+    """The current backend's module `name` of fast steps (such as
+    `"test_time_normalization"`), or None where it has none or
+    `keras_batchopt.config.fast_paths_enabled()` is False: the layer then
+    runs its generic `keras.ops` code."""
+    if not config.fast_paths_enabled():
+        return None
+    return dispatch.backend_module(name, required=False)
 
 
 def channel_shape(ndim, axis, size):

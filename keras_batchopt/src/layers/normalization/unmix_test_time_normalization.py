@@ -5,6 +5,9 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.layers.normalization import statistics
 from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
+    FAST_MODULE,
+)
+from keras_batchopt.src.layers.normalization.alpha_batch_normalization import (
     batch_moments,
 )
 from keras_batchopt.src.layers.normalization.base import ChannelNormalization
@@ -210,7 +213,11 @@ class UnMixTestTimeNormalization(ChannelNormalization):
         same for full batches). The official module mixes in training
         mode too; here training is Keras's BatchNormalization. The
         official code updates the components on every batch; here a
-        non-finite batch is skipped.
+        non-finite batch is skipped. On torch, an
+        inference step runs as plain torch operations with the same
+        arithmetic (eager `keras.ops` calls on small tensors cost more
+        than their work); `keras_batchopt.config.fast_paths(False)` runs
+        the generic code.
 
         The components move slowly (per `max_batch_size` instances, at
         most `1 - adaptation_momentum` of the way to the instances
@@ -377,6 +384,9 @@ class UnMixTestTimeNormalization(ChannelNormalization):
         return 1.0 - ops.power(keep, size / self.max_batch_size)
 
     def _unmix(self, x, axis):
+        fast = statistics.fast_module(FAST_MODULE)
+        if fast is not None:
+            return fast.unmix_inference(self, x, axis)
         inst_mean, inst_var = instance_moments(x, axis)
         means, variances = self._components(x.dtype)
         means = ops.stop_gradient(means)
