@@ -19,24 +19,27 @@ RTOL = 1e-5
 
 
 def mlp():
-    return keras.Sequential(
-        [
-            keras.Input((7,)),
-            keras.layers.Dense(5, activation="tanh"),
-            keras.layers.Dense(4, activation="relu", use_bias=False),
-            keras.layers.Dense(3),
-        ]
+    """The Dense applied twice is not tapped (its per-sample gradients are
+    formed), the other two are."""
+    inputs = keras.Input((7,))
+    twice = keras.layers.Dense(5, activation="tanh")
+    hidden = keras.layers.Dense(5, activation="tanh")(inputs)
+    hidden = keras.layers.Dense(4, activation="relu", use_bias=False)(
+        twice(twice(hidden))
     )
+    return keras.Model(inputs, keras.layers.Dense(3)(hidden))
 
 
 def sequence():
-    # T (n + k) <= n k: Gram matrices (3 * 14 <= 48), then the formed
-    # per-sample gradients (3 * 8 > 12).
+    """Gram matrices (T (n + k) = 3 * 14 <= n k = 48), formed per-sample
+    gradients (3 * 8 > 12), a Dense in TimeDistributed (not tapped), and
+    a Dense on flat inputs."""
     return keras.Sequential(
         [
             keras.Input((3, 8)),
             keras.layers.Dense(6, activation="tanh"),
-            keras.layers.Dense(2),
+            keras.layers.Dense(2, use_bias=False),
+            keras.layers.TimeDistributed(keras.layers.Dense(2)),
             keras.layers.Flatten(),
             keras.layers.Dense(3),
         ]
@@ -55,30 +58,17 @@ def conv():
     )
 
 
-def shared():
-    inputs = keras.Input((4,))
-    twice = keras.layers.Dense(4, activation="tanh")
-    hidden = twice(twice(inputs))
-    outputs = keras.layers.TimeDistributed(keras.layers.Dense(3))(
-        keras.layers.Reshape((1, 4))(hidden)
-    )
-    return keras.Model(inputs, keras.layers.Flatten()(outputs))
-
-
-# model, input shape, number of tapped layers, scope (each scope twice;
-# the two scopes combine the same per-variable parts)
+# model, input shape, number of tapped layers, scope (the two scopes
+# combine the same per-variable parts)
 MODELS = {
     "mlp": (mlp, (7,), 3, "global"),
     "sequence": (sequence, (3, 8), 3, "per_variable"),
     "conv": (conv, (6, 6, 2), 2, "per_variable"),
-    "shared": (shared, (4,), 0, "global"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_taps_match_formed_per_sample_gradients(name):
-    """The shared Dense (called twice) and the one in TimeDistributed are
-    not tapped; their per-sample gradients are formed."""
     build, shape, tapped, scope = MODELS[name]
     keras.utils.set_random_seed(0)
     model = build()
