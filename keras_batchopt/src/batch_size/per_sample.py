@@ -1,5 +1,7 @@
 """Per-sample gradient statistics of a Keras model, per backend."""
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -41,6 +43,15 @@ def _per_sample_loss(loss):
 
 def _expand(structure):
     return keras.tree.map_structure(lambda a: ops.expand_dims(a, 0), structure)
+
+
+def _as_sequence(tensor, size):
+    """``(b, 1, *steps, n) -> (b, T, n)``, ``T`` static where the steps are
+    (TensorFlow's relaxed traces leave the batch size unknown)."""
+    middle = tuple(tensor.shape[1:-1])
+    if all(m is not None for m in middle):
+        return ops.reshape(tensor, (-1, math.prod(middle), tensor.shape[-1]))
+    return ops.reshape(tensor, (size, -1, tensor.shape[-1]))
 
 
 class _Plan:
@@ -121,8 +132,7 @@ class StatisticsFunction:
             ]
             deltas = gradients[fallback_count:]
             for a, d, (_, bias) in zip(inputs, deltas, plan.dense):
-                a = ops.reshape(a, (size, -1, a.shape[-1]))
-                d = ops.reshape(d, (size, -1, d.shape[-1]))
+                a, d = _as_sequence(a, size), _as_sequence(d, size)
                 parts.append(stats_lib.dense_kernel_parts(a, d, size))
                 if bias is not None:
                     bias_grads = ops.sum(d, axis=1)

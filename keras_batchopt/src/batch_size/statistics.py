@@ -76,7 +76,8 @@ def dense_kernel_parts(inputs, output_gradients, size):
     ```
 
     The ``T x T`` Gram matrices are used while ``T (n + k) <= n k``;
-    beyond that the per-sample gradients are cheaper and are formed. The
+    beyond that the per-sample gradients are cheaper and are formed
+    (Gram matrices also where ``T`` is not known when tracing). The
     variance is a difference of sums rather than a sum of centered
     squares: its float32 rounding error is about 1e-7 of
     ``sum_i ||g_i||^2 = (b - 1) Var + b ||M||^2``, so it is relatively
@@ -92,7 +93,7 @@ def dense_kernel_parts(inputs, output_gradients, size):
     d = ops.cast(output_gradients, "float32")
     steps, n = a.shape[1], a.shape[2]
     k = d.shape[2]
-    if steps * (n + k) > n * k:
+    if steps is not None and steps * (n + k) > n * k:
         return variable_parts(ops.einsum("bti,bto->bio", a, d), size)
     rows = (-1, n)
     mean = ops.matmul(
