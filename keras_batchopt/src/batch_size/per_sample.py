@@ -196,9 +196,10 @@ def gradient_statistics(model, x, y, loss=None, scope="per_variable"):
     <g_i, m>  = sum_t a_it^T m delta_it
     ```
 
-    (the bias gradient is `sum_t delta_it`). This costs about one training
-    step for an MLP instead of one step per sample. The same statistics,
-    from formed per-sample gradients, run with
+    (the bias gradient is `sum_t delta_it`): no per-sample copy of a
+    kernel is made, and on an MLP a test costs about as much as a training
+    step of the same batch (`benchmarks/schedules_and_batch_tests.py`).
+    The same statistics from formed per-sample gradients run under
     `keras_batchopt.config.fast_paths(False)`.
 
     ```
