@@ -197,8 +197,8 @@ def gradient_statistics(model, x, y, loss=None, scope="per_variable"):
     ```
 
     (the bias gradient is `sum_t delta_it`): no per-sample copy of a
-    kernel is made, and on an MLP a test costs about as much as a training
-    step of the same batch (`benchmarks/schedules_and_batch_tests.py`).
+    kernel is made, and on an MLP a test costs one to two training steps
+    of the same batch (`benchmarks/schedules_and_batch_tests.py`).
     The same statistics from formed per-sample gradients run under
     `keras_batchopt.config.fast_paths(False)`.
 
