@@ -11,7 +11,10 @@ is reported next to the constant learning rate's.
 Part 2 (batch-size tests): for the same models, the time of one
 `gradient_statistics` call (per-sample gradients of the batch plus the four
 statistics; what `AdaptiveBatchSize` runs every `test_interval` steps) on
-the training batch, against the time of one training step of that batch.
+the training batch, against the time of one training step of that batch;
+once with the Dense layers' statistics from their inputs and output
+gradients (the default) and once from formed per-sample gradients
+(`keras_batchopt.config.fast_paths(False)`), interleaved.
 
 Part 3 (pipeline): whole `fit` steps on arrays, on an
 `AdaptiveBatchDataset`, and on the dataset with `AdaptiveBatchSize`.
@@ -131,26 +134,38 @@ def child(backend, kind, steps, repeats, batch=BATCH):
         rows.append(
             dict(part="schedule", lr=name, ms=statistics.median(ts), runs=ts)
         )
-    # Part 2: per-sample statistics vs one training step, same batch.
+    # Part 2: per-sample statistics vs one training step, same batch, with
+    # the Dense layers' statistics from their inputs and output gradients
+    # ("Dense taps", the default) and from formed per-sample gradients
+    # (fast paths off), interleaved.
+    from keras_batchopt import config
+
     model = models["constant"]
     step_ms = statistics.median(times["constant"])
+    paths = {"Dense taps": True, "per-sample gradients": False}
     for test_batch in (batch // 2, batch):
         fn = StatisticsFunction(model, loss)
-        fn(x[:test_batch], y[:test_batch])  # compile
-        ts = []
+        for fast in paths.values():
+            with config.fast_paths(fast):
+                fn(x[:test_batch], y[:test_batch])  # compile
+        ts = {path: [] for path in paths}
         for _ in range(max(5, repeats)):
-            start = time.perf_counter()
-            fn(x[:test_batch], y[:test_batch])
-            ts.append((time.perf_counter() - start) * 1e3)
-        rows.append(
-            dict(
-                part="batch_test",
-                test_batch=test_batch,
-                ms=statistics.median(ts),
-                runs=ts,
-                train_step_ms=step_ms,
+            for path, fast in paths.items():
+                with config.fast_paths(fast):
+                    start = time.perf_counter()
+                    fn(x[:test_batch], y[:test_batch])
+                    ts[path].append((time.perf_counter() - start) * 1e3)
+        for path, runs in ts.items():
+            rows.append(
+                dict(
+                    part="batch_test",
+                    test_batch=test_batch,
+                    path=path,
+                    ms=statistics.median(runs),
+                    runs=runs,
+                    train_step_ms=step_ms,
+                )
             )
-        )
     # Part 3: whole fit steps with the growing-batch pipeline: arrays (the
     # baseline), AdaptiveBatchDataset alone, and with AdaptiveBatchSize
     # testing every 10 steps (a tolerance so loose that the batch never
@@ -230,25 +245,28 @@ def _schedule_lines(rows):
 
 
 def _batch_test_lines(rows, batch):
+    """One row per test; the "statistics from" column only for rows that
+    record it (rows measured before the Dense taps have none)."""
+    selected = [r for r in rows if r["part"] == "batch_test"]
+    with_path = any("path" in r for r in selected)
+    column = "statistics from | " if with_path else ""
     lines = [
         "### Per-sample-gradient batch-size test vs a training step",
         "",
-        "| backend | model | test batch | test ms | train step ms "
+        f"| backend | model | test batch | {column}test ms | train step ms "
         f"(batch {batch}) | ratio |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|" + ("---|" if with_path else ""),
     ]
-    groups = suite.group(
-        [r for r in rows if r["part"] == "batch_test"],
-        "backend",
-        "model",
-        "test_batch",
-    )
-    for (backend, kind, test_batch), group in groups.items():
+    for r in selected:
+        r.setdefault("path", "per-sample gradients")
+    groups = suite.group(selected, "backend", "model", "test_batch", "path")
+    for (backend, kind, test_batch, path), group in groups.items():
         ms = _ms(group)
         step = statistics.median(r["train_step_ms"] for r in group)
+        cell = f"{path} | " if with_path else ""
         lines.append(
-            f"| {backend} | {kind} | {test_batch} | {ms:.2f} | {step:.2f} | "
-            f"{ms / step:.2f} |"
+            f"| {backend} | {kind} | {test_batch} | {cell}{ms:.2f} | "
+            f"{step:.2f} | {ms / step:.2f} |"
         )
     return lines
 

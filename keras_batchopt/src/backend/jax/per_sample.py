@@ -4,14 +4,18 @@ import jax
 
 
 def compile_statistics(sample_loss, statistics):
-    """``f(trainable, non_trainable, x, y) -> statistics(per-sample grads)``.
+    """``f(wrt, constants, x, y) -> statistics(gradients, aux)``.
 
-    ``sample_loss(trainable, non_trainable, x_i, y_i)`` is one sample's loss.
+    ``sample_loss(wrt, constants, x_i, y_i)`` gives one sample's loss and
+    an auxiliary output; ``gradients`` are its per-sample gradients with
+    respect to the list ``wrt``, ``aux`` the auxiliary outputs, batched.
     """
-    per_sample = jax.vmap(jax.grad(sample_loss), in_axes=(None, None, 0, 0))
+    per_sample = jax.vmap(
+        jax.grad(sample_loss, has_aux=True), in_axes=(None, None, 0, 0)
+    )
 
     @jax.jit
-    def run(trainable, non_trainable, x, y):
-        return statistics(per_sample(trainable, non_trainable, x, y))
+    def run(wrt, constants, x, y):
+        return statistics(*per_sample(wrt, constants, x, y))
 
     return run

@@ -4,27 +4,30 @@ import tensorflow as tf
 
 
 def compile_statistics(sample_loss, statistics):
-    """``f(trainable, non_trainable, x, y) -> statistics(per-sample grads)``.
+    """``f(wrt, constants, x, y) -> statistics(gradients, aux)``.
 
-    ``sample_loss(trainable, non_trainable, x_i, y_i)`` is one sample's loss.
+    ``sample_loss(wrt, constants, x_i, y_i)`` gives one sample's loss and
+    an auxiliary output; ``gradients`` are its per-sample gradients with
+    respect to the list ``wrt``, ``aux`` the auxiliary outputs, batched.
     `vectorized_map` turns the per-sample tape into batched operations (it
     falls back to a loop for the few kernels it cannot vectorize, such as
     a convolution's filter gradient).
     """
 
     @tf.function(reduce_retracing=True)
-    def run(trainable, non_trainable, x, y):
+    def run(wrt, constants, x, y):
         def one(args):
             x_i, y_i = args
             with tf.GradientTape() as tape:
-                tape.watch(trainable)
-                loss = sample_loss(trainable, non_trainable, x_i, y_i)
-            return tape.gradient(
+                tape.watch(wrt)
+                loss, aux = sample_loss(wrt, constants, x_i, y_i)
+            gradients = tape.gradient(
                 loss,
-                trainable,
+                wrt,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
+            return gradients, aux
 
-        return statistics(tf.vectorized_map(one, (x, y)))
+        return statistics(*tf.vectorized_map(one, (x, y)))
 
     return run

@@ -2,6 +2,7 @@
 
 import contextlib
 
+import keras
 import torch
 
 
@@ -52,20 +53,23 @@ def _vmap_safe_keras():
 
 
 def compile_statistics(sample_loss, statistics):
-    """``f(trainable, non_trainable, x, y) -> statistics(per-sample grads)``.
+    """``f(wrt, constants, x, y) -> statistics(gradients, aux)``.
 
-    ``sample_loss(trainable, non_trainable, x_i, y_i)`` is one sample's loss.
+    ``sample_loss(wrt, constants, x_i, y_i)`` gives one sample's loss and
+    an auxiliary output; ``gradients`` are its per-sample gradients with
+    respect to the list ``wrt``, ``aux`` the auxiliary outputs, batched.
     Runs eagerly: functorch's transforms batch the whole model at once.
     """
     per_sample = torch.func.vmap(
-        torch.func.grad(sample_loss), in_dims=(None, None, 0, 0)
+        torch.func.grad(sample_loss, has_aux=True), in_dims=(None, None, 0, 0)
     )
 
-    def run(trainable, non_trainable, x, y):
-        trainable = [t.detach() for t in trainable]
-        non_trainable = [t.detach() for t in non_trainable]
+    def run(wrt, constants, x, y):
+        detach = lambda t: t.detach()  # noqa: E731
+        wrt = [t.detach() for t in wrt]
+        constants = keras.tree.map_structure(detach, constants)
         with _vmap_safe_keras():
-            gradients = per_sample(trainable, non_trainable, x, y)
-        return statistics(gradients)
+            gradients, aux = per_sample(wrt, constants, x, y)
+        return statistics(gradients, aux)
 
     return run
