@@ -254,4 +254,11 @@ class BatchOptimizer(keras.optimizers.Optimizer):
             )
             return
         grads = self._transform_gradients(grads, trainable_variables)
+        if distribute is not None and not distribute.has_strategy():
+            # TensorFlow without a strategy: Keras's update less its
+            # one-replica all-reduce, which keeps every traced step alive.
+            distribute.update_without_strategy(
+                self, grads, trainable_variables, learning_rate
+            )
+            return
         super()._backend_update_step(grads, trainable_variables, learning_rate)
