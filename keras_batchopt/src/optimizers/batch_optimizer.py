@@ -43,7 +43,10 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       several replicas it sees the all-reduced gradients (the backend's
       `distribute.transformed_update_step` sums them first, then runs
       Keras's per-variable distributed update, which also touches Keras's
-      private `_distributed_tf_update_step`).
+      private `_distributed_tf_update_step`). Without a strategy, the
+      TensorFlow generic update runs the per-variable loop itself: Keras's
+      one-replica all-reduce (a `tf.custom_gradient`) would keep every
+      traced training step alive in TensorFlow's gradient registry.
     - **Weight decay inside the step.** A subclass whose algorithm places
       the decay itself (Adan's proximal step, LAMB's and LARS's trust
       ratios) sets `_decay_in_update_step = True`, which turns off Keras's
