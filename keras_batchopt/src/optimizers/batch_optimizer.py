@@ -43,7 +43,10 @@ class BatchOptimizer(keras.optimizers.Optimizer):
       several replicas it sees the all-reduced gradients (the backend's
       `distribute.transformed_update_step` sums them first, then runs
       Keras's per-variable distributed update, which also touches Keras's
-      private `_distributed_tf_update_step`).
+      private `_distributed_tf_update_step`). Without a strategy, the
+      TensorFlow generic update runs the per-variable loop itself: Keras's
+      one-replica all-reduce (a `tf.custom_gradient`) would keep every
+      traced training step alive in TensorFlow's gradient registry.
     - **Weight decay inside the step.** A subclass whose algorithm places
       the decay itself (Adan's proximal step, LAMB's and LARS's trust
       ratios) sets `_decay_in_update_step = True`, which turns off Keras's
@@ -254,4 +257,11 @@ class BatchOptimizer(keras.optimizers.Optimizer):
             )
             return
         grads = self._transform_gradients(grads, trainable_variables)
+        if distribute is not None and not distribute.has_strategy():
+            # TensorFlow without a strategy: Keras's update less its
+            # one-replica all-reduce, which keeps every traced step alive.
+            distribute.update_without_strategy(
+                self, grads, trainable_variables, learning_rate
+            )
+            return
         super()._backend_update_step(grads, trainable_variables, learning_rate)

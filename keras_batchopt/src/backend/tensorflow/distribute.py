@@ -16,6 +16,29 @@ def replicas():
     return 1 if context is None else context.num_replicas_in_sync
 
 
+def has_strategy():
+    """Whether a `tf.distribute` strategy other than the default is in use."""
+    return tf.distribute.has_strategy()
+
+
+def update_without_strategy(optimizer, grads, variables, learning_rate):
+    """Keras's TensorFlow update without a strategy, less its all-reduce.
+
+    Keras's `_backend_update_step` sums the gradients over the replicas
+    also when there is one, through `ReplicaContext.all_reduce`, a
+    `tf.custom_gradient`. Traced in a graph, that registers a gradient
+    function in TensorFlow's global gradient registry that is never
+    removed and whose closure holds the traced step's tensors, so every
+    model trained in the process stays in memory, its whole traced
+    training step with it (TensorFlow issue 97697, TensorFlow 2.21). With
+    one replica the sum is the identity: this runs the same per-variable
+    `update_step` on the same `tf.Variable`s, without it."""
+    for grad, variable in zip(grads, variables):
+        optimizer.update_step(
+            grad, getattr(variable, "value", variable), learning_rate
+        )
+
+
 def all_reduce_sum(values):
     """The sum over the replicas of each tensor of the list `values`, in
     a replica context of a strategy with more than one replica; `values`
