@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_batchopt.optimizers import Adan
-from keras_batchopt.src.ops.ordering import after
+from keras_batchopt.src.ops.xla_hints import after
 
 SHAPES = [(64, 32), (3, 3, 4, 8), (32,)]
 
@@ -40,7 +40,7 @@ def full_size_copies(hlo):
 
 
 def test_adan_step_copies_no_state_buffer():
-    """Before `ops.ordering.after`, XLA copied every `prev_grad` (read by
+    """Before `ops.xla_hints.after`, XLA copied every `prev_grad` (read by
     `v` and `n`, then overwritten with the gradient) to fresh memory."""
     hlo = optimized_hlo(Adan(learning_rate=1e-3, weight_decay=0.02))
     assert full_size_copies(hlo) == []

@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_batchopt.optimizers import Adan
-from keras_batchopt.src.backend.tensorflow import ordering
+from keras_batchopt.src.backend.tensorflow import xla_hints
 from keras_batchopt.src.backend.tensorflow.optimizers import xla_update
-from keras_batchopt.src.ops.ordering import after
+from keras_batchopt.src.ops.xla_hints import after
 
 SHAPES = [(64, 32), (3, 3, 4, 8), (32,)]
 
@@ -33,7 +33,7 @@ def optimized_hlo(optimizer):
 
 
 def test_adan_update_copies_no_state_buffer():
-    """Before `ops.ordering.after`, XLA copied every `prev_grad` (read by
+    """Before `ops.xla_hints.after`, XLA copied every `prev_grad` (read by
     `v` and `n`, then overwritten with the gradient) before writing it."""
     hlo = optimized_hlo(Adan(learning_rate=1e-3, weight_decay=0.02))
     entry = hlo[hlo.index("\nENTRY") :]
@@ -44,8 +44,8 @@ def test_after_acts_only_while_traced_for_xla():
     value = tf.constant([-0.0, 0.0, 1.5, -np.inf, np.nan])
     dependency = tf.constant([[np.nan, 1.0]])
     assert after(value, dependency) is value
-    with ordering.xla_tracing():
+    with xla_hints.xla_tracing():
         result = after(value, dependency).numpy()
-    assert not ordering.orders_writes()
+    assert not xla_hints.active()
     np.testing.assert_array_equal(result, value.numpy())
     assert np.signbit(result[0]) and not np.signbit(result[1])

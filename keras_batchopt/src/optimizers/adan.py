@@ -4,7 +4,7 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.ops.bias_correction import bias_correction
 from keras_batchopt.src.ops.clipping import global_norm_clip_factor
-from keras_batchopt.src.ops.ordering import after
+from keras_batchopt.src.ops.xla_hints import after
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
 
 
@@ -267,7 +267,7 @@ class Adan(BatchOptimizer):
         else:
             self.assign(variable, (variable - update) / c["decay"])
         # Written after `v` and `n`, which read the old `prev`: under XLA
-        # this spares a copy of `prev` (see `ops.ordering.after`).
+        # this spares a copy of `prev` (see `ops.xla_hints.after`).
         self.assign(prev, after(g, new_v, new_n))
 
     def get_config(self):

@@ -18,7 +18,7 @@ import weakref
 
 import tensorflow as tf
 
-from keras_batchopt.src.backend.tensorflow import ordering
+from keras_batchopt.src.backend.tensorflow import xla_hints
 
 # Optimizer -> its compiled update; weak, so optimizers are not kept alive.
 _COMPILED = weakref.WeakKeyDictionary()
@@ -44,8 +44,8 @@ def _compiled_update(optimizer):
         @tf.function(jit_compile=True, autograph=False)
         def function(grads, tf_variables, learning_rate):
             owner = optimizer_ref()
-            # Traced for XLA: `ops.ordering.after` orders state writes here.
-            with ordering.xla_tracing():
+            # Traced for XLA: the `ops.xla_hints` act here.
+            with xla_hints.xla_tracing():
                 grads = owner._transform_gradients(grads, tf_variables)
                 for grad, variable in zip(grads, tf_variables):
                     owner.update_step(grad, variable, learning_rate)
