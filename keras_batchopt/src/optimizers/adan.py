@@ -4,6 +4,7 @@ from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.ops.bias_correction import bias_correction
 from keras_batchopt.src.ops.clipping import global_norm_clip_factor
+from keras_batchopt.src.ops.xla_hints import after
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
 
 
@@ -265,7 +266,9 @@ class Adan(BatchOptimizer):
             self.assign(variable, variable * c["decay"] - update)
         else:
             self.assign(variable, (variable - update) / c["decay"])
-        self.assign(prev, g)
+        # Written after `v` and `n`, which read the old `prev`: under XLA
+        # this spares a copy of `prev` (see `ops.xla_hints.after`).
+        self.assign(prev, after(g, new_v, new_n))
 
     def get_config(self):
         config = super().get_config()

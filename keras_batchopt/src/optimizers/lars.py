@@ -5,6 +5,7 @@ from keras_batchopt.src.api_export import keras_batchopt_export
 from keras_batchopt.src.ops.trust_ratio import l2_norm
 from keras_batchopt.src.ops.trust_ratio import larc_clip
 from keras_batchopt.src.ops.trust_ratio import trust_ratio
+from keras_batchopt.src.ops.xla_hints import optimization_barrier
 from keras_batchopt.src.optimizers import layer_adaptation
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
 
@@ -218,6 +219,16 @@ class Lars(BatchOptimizer):
         if self._adapts[i]:
             ratio = self._ratio(variable, g, d, weight_decay, lr)
             scale = lr * ops.cast(ratio, dtype)
+            if weight_decay:
+                # The norm above and the step below each compute `d` in
+                # their own loop instead of sharing a full-size temporary
+                # (see `ops.xla_hints.optimization_barrier`).
+                g, w, wd = optimization_barrier(
+                    g,
+                    ops.convert_to_tensor(variable),
+                    ops.convert_to_tensor(weight_decay, dtype),
+                )
+                d = g + w * wd
         step = d * scale
         if not self.momentum:
             self.assign_sub(variable, step)

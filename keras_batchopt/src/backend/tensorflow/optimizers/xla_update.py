@@ -27,6 +27,8 @@ import weakref
 
 import tensorflow as tf
 
+from keras_batchopt.src.backend.tensorflow import xla_hints
+
 # Optimizer -> its compiled update; weak, so optimizers are not kept alive.
 _COMPILED = weakref.WeakKeyDictionary()
 
@@ -51,9 +53,11 @@ def _compiled_update(optimizer):
         @tf.function(jit_compile=True, autograph=False)
         def function(grads, tf_variables, learning_rate):
             owner = optimizer_ref()
-            grads = owner._transform_gradients(grads, tf_variables)
-            for grad, variable in zip(grads, tf_variables):
-                owner.update_step(grad, variable, learning_rate)
+            # Traced for XLA: the `ops.xla_hints` act here.
+            with xla_hints.xla_tracing():
+                grads = owner._transform_gradients(grads, tf_variables)
+                for grad, variable in zip(grads, tf_variables):
+                    owner.update_step(grad, variable, learning_rate)
 
         _COMPILED[optimizer] = function
     return function
