@@ -45,6 +45,12 @@ def _weights(mask, axis):
     return torch.cat([column, 1.0 - column], dim=-1)
 
 
+def _weights_per_sample(mask, axis):
+    """One-hot `(batch, positions, 2)` weights."""
+    column = mask.detach().reshape(mask.shape[0], -1, 1)
+    return torch.cat([column, 1.0 - column], dim=-1)
+
+
 def region_sums(x, mask, axis):
     """See `statistics.region_sums`."""
     axis = axis % x.dim()
@@ -52,9 +58,13 @@ def region_sums(x, mask, axis):
     if not _exact_products(x.dtype):
         axes = [i for i in range(x.dim()) if i != axis]
         return torch.stack([(x * mask).sum(axes), (x * (1.0 - mask)).sum(axes)])
-    w = _weights(mask, axis)
+    # Per sample, then summed over the batch (`sum` adds pairwise): a
+    # product accumulates its positions one after the other, which over
+    # the whole batch loses more of large-mean inputs.
+    w = _weights_per_sample(mask, axis)
     if axis == x.dim() - 1:
-        return w.t() @ x.reshape(-1, x.shape[-1])
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+        return torch.bmm(w.transpose(1, 2), rows).sum(0)
     rows = x.reshape(x.shape[0], x.shape[1], -1)
     return torch.bmm(rows, w).sum(0).t()
 

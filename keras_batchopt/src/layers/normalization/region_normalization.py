@@ -280,10 +280,19 @@ class RegionNormalization(keras.layers.Layer):
             ops.where(sizes == 0, ops.ones_like(sizes), sizes), 1
         )
         centered = statistics.region_select(-sums / sizes, mask, axis, x)
-        (squares,) = statistics.all_reduce_sum(
-            [statistics.region_sums(ops.square(centered), mask, axis)],
+        # Two-pass moments: the sums of `centered` (0 but for the rounding
+        # of the means) correct the means and the squares (the corrected
+        # two-pass algorithm), which keeps large-mean inputs exact. They
+        # are 0 as functions of `x`: no gradient flows through them.
+        squares, residuals = statistics.all_reduce_sum(
+            [
+                statistics.region_sums(ops.square(centered), mask, axis),
+                ops.stop_gradient(statistics.region_sums(centered, mask, axis)),
+            ],
             self.synchronized,
         )
+        correction = residuals / sizes
+        squares = squares - residuals * correction
         scales = ops.rsqrt(squares / total + self.epsilon) * ops.sqrt(
             sizes / total
         )
@@ -294,19 +303,24 @@ class RegionNormalization(keras.layers.Layer):
                     ops.cast(self.background_gamma, x.dtype),
                 ]
             )
-            shape = statistics.channel_shape(rank, axis, -1)
-            offset = ops.reshape(
-                ops.cast(self.foreground_beta, x.dtype)
-                + ops.cast(self.background_beta, x.dtype),
-                shape,
+            scales = scales * (1.0 + gammas)
+            # Both offsets everywhere, as the official code adds them.
+            offset = ops.cast(self.foreground_beta, x.dtype) + ops.cast(
+                self.background_beta, x.dtype
             )
-            scale = statistics.region_select(
-                scales * (1.0 + gammas), mask, axis
+            # y = (centered - correction) * scale + offset per region.
+            outputs = statistics.region_select(
+                offset - correction * scales,
+                mask,
+                axis,
+                centered * statistics.region_select(scales, mask, axis),
             )
-            outputs = centered * scale + offset
         else:
             gamma = ops.cast(self.gamma_conv(attention), x.dtype)
             beta = ops.cast(self.beta_conv(attention), x.dtype)
+            centered = statistics.region_select(
+                -correction, mask, axis, centered
+            )
             scale = statistics.region_select(scales, mask, axis)
             outputs = centered * scale * (1.0 + gamma) + beta
         return ops.cast(outputs, self.compute_dtype)
