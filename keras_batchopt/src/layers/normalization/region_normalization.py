@@ -114,7 +114,10 @@ class RegionNormalization(keras.layers.Layer):
         Following the official code, both offsets `beta_fg` and `beta_bg`
         are added everywhere (the paper writes each on its own region);
         the convolutions of RN-L start from Keras's default initializers
-        rather than PyTorch's.
+        rather than PyTorch's. The region moments are the corrected
+        two-pass ones (the sums of the centered values correct the means
+        and the squares), so inputs with large means keep float32
+        accuracy; the official code takes one-pass means.
 
     References:
         - Yu et al., 2020, [Region Normalization for Image Inpainting](
