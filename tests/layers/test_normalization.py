@@ -323,6 +323,36 @@ def test_rn_basic_matches_reference(layout, mask_size):
         )
 
 
+@pytest.mark.parametrize("layout", helpers.LAYOUTS)
+def test_rn_basic_large_mean_is_exact(layout):
+    # Means of 1000 (ulp 6e-5) and a small region: one-pass float32 means
+    # are off by ~1e-4 here; the corrected two-pass moments are not.
+    rng = np.random.default_rng(13)
+    x = rng.normal(1000.0, 1.0, size=(4, 3, 12, 10))
+    mask = _mask(rng, 4, (12, 10), fraction=0.05)
+    x = (x + 20.0 * mask).astype("float32").astype("float64")
+    layer = layers.RegionNormalization(data_format=layout)
+    layer.build(helpers.to_layout(x, layout).shape)
+    values = {
+        name: rng.normal(0.0, 0.5, 3).astype("float32").astype("float64")
+        for name in (
+            "foreground_gamma",
+            "foreground_beta",
+            "background_gamma",
+            "background_beta",
+        )
+    }
+    _assign(layer, **values)
+    expected = ref.rn_b_official(x, mask, *values.values())
+    y = layer(
+        helpers.to_layout(x.astype("float32"), layout),
+        region_mask=helpers.to_layout(mask.astype("float32"), layout),
+    )
+    np.testing.assert_allclose(
+        helpers.from_layout(to_numpy(y), layout), expected, 1e-5, 1e-5
+    )
+
+
 def test_rn_empty_region_gives_zero_and_no_nan():
     x = np.random.default_rng(10).normal(size=(2, 6, 6, 3)).astype("float32")
     for fill in (0.0, 1.0):

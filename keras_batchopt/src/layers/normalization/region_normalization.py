@@ -114,7 +114,10 @@ class RegionNormalization(keras.layers.Layer):
         Following the official code, both offsets `beta_fg` and `beta_bg`
         are added everywhere (the paper writes each on its own region);
         the convolutions of RN-L start from Keras's default initializers
-        rather than PyTorch's.
+        rather than PyTorch's. The region moments are the corrected
+        two-pass ones (the sums of the centered values correct the means
+        and the squares), so inputs with large means keep float32
+        accuracy; the official code takes one-pass means.
 
     References:
         - Yu et al., 2020, [Region Normalization for Image Inpainting](
@@ -264,57 +267,64 @@ class RegionNormalization(keras.layers.Layer):
             attention, mask = self._learned_map(x)
         rank = len(x.shape)
         axis = self.axis % rank
-        axes = [i for i in range(rank) if i != axis]
-        inside = mask > 0.5  # the mask is binary
-        zero = ops.zeros((), x.dtype)
-        # Sums over the batch (of every replica when synchronized).
-        total, size_in, size_out, sum_in, sum_out = statistics.all_reduce_sum(
+        # Sums over the batch (of every replica when synchronized); row 0
+        # of each (2, channels) table is the region, row 1 the rest.
+        total, size_in, size_out, sums = statistics.all_reduce_sum(
             [
                 ops.cast(ops.size(mask), x.dtype),
                 ops.sum(mask),
                 ops.sum(1.0 - mask),
-                ops.sum(ops.where(inside, x, zero), axes, True),
-                ops.sum(ops.where(inside, zero, x), axes, True),
+                statistics.region_sums(x, mask, axis),
             ],
             self.synchronized,
         )
-        sizes = [
-            ops.where(size == 0, ops.ones_like(size), size)
-            for size in (size_in, size_out)
-        ]
-        centered = ops.where(
-            inside, x - sum_in / sizes[0], x - sum_out / sizes[1]
+        sizes = ops.stack([size_in, size_out])
+        sizes = ops.expand_dims(
+            ops.where(sizes == 0, ops.ones_like(sizes), sizes), 1
         )
-        squares = ops.square(centered)
-        scales = [
-            ops.rsqrt(square / total + self.epsilon) * ops.sqrt(size / total)
-            for square, size in zip(
-                statistics.all_reduce_sum(
-                    [
-                        ops.sum(ops.where(inside, squares, zero), axes, True),
-                        ops.sum(ops.where(inside, zero, squares), axes, True),
-                    ],
-                    self.synchronized,
-                ),
-                sizes,
-            )
-        ]
+        centered = statistics.region_select(-sums / sizes, mask, axis, x)
+        # Two-pass moments: the sums of `centered` (0 but for the rounding
+        # of the means) correct the means and the squares (the corrected
+        # two-pass algorithm), which keeps large-mean inputs exact. They
+        # are 0 as functions of `x`: no gradient flows through them.
+        squares, residuals = statistics.all_reduce_sum(
+            [
+                statistics.region_sums(ops.square(centered), mask, axis),
+                ops.stop_gradient(statistics.region_sums(centered, mask, axis)),
+            ],
+            self.synchronized,
+        )
+        correction = residuals / sizes
+        squares = squares - residuals * correction
+        scales = ops.rsqrt(squares / total + self.epsilon) * ops.sqrt(
+            sizes / total
+        )
         if self.mode == "basic":
-            shape = statistics.channel_shape(rank, axis, -1)
-
-            def vector(variable):
-                return ops.reshape(ops.cast(variable, x.dtype), shape)
-
-            foreground = scales[0] * (1.0 + vector(self.foreground_gamma))
-            background = scales[1] * (1.0 + vector(self.background_gamma))
-            offset = vector(self.foreground_beta) + vector(self.background_beta)
-            outputs = (
-                centered * ops.where(inside, foreground, background) + offset
+            gammas = ops.stack(
+                [
+                    ops.cast(self.foreground_gamma, x.dtype),
+                    ops.cast(self.background_gamma, x.dtype),
+                ]
+            )
+            scales = scales * (1.0 + gammas)
+            # Both offsets everywhere, as the official code adds them.
+            offset = ops.cast(self.foreground_beta, x.dtype) + ops.cast(
+                self.background_beta, x.dtype
+            )
+            # y = (centered - correction) * scale + offset per region.
+            outputs = statistics.region_select(
+                offset - correction * scales,
+                mask,
+                axis,
+                centered * statistics.region_select(scales, mask, axis),
             )
         else:
             gamma = ops.cast(self.gamma_conv(attention), x.dtype)
             beta = ops.cast(self.beta_conv(attention), x.dtype)
-            scale = ops.where(inside, scales[0], scales[1])
+            centered = statistics.region_select(
+                -correction, mask, axis, centered
+            )
+            scale = statistics.region_select(scales, mask, axis)
             outputs = centered * scale * (1.0 + gamma) + beta
         return ops.cast(outputs, self.compute_dtype)
 

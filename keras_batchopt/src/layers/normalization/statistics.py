@@ -304,3 +304,48 @@ def all_reduce_sum(values, synchronized=True):
     statistics that are sums, such as counts and region sums."""
     module = _distribute(synchronized)
     return values if module is None else module.all_reduce_sum(values)
+
+
+def region_sums(x, mask, axis):
+    """The per-channel sums of `x` over the positions where the binary
+    `mask` is 1 and over those where it is 0, as a `(2, channels)` tensor
+    (row 0: inside, row 1: outside).
+
+    `mask` has the shape of `x` but 1 on the channel axis `axis` and holds
+    exactly 0.0 or 1.0. A backend may compute both rows in one pass (a
+    product with the one-hot region weights, in full float32 precision);
+    the generic code selects and sums.
+    """
+    module = fast_module("regions")
+    if module is not None:
+        return module.region_sums(x, mask, axis)
+    inside = mask > 0.5
+    axes = [i for i in range(len(x.shape)) if i != axis % len(x.shape)]
+    zero = ops.zeros((), x.dtype)
+    return ops.stack(
+        [
+            ops.sum(ops.where(inside, x, zero), axes),
+            ops.sum(ops.where(inside, zero, x), axes),
+        ]
+    )
+
+
+def region_select(table, mask, axis, base=None):
+    """`table[0]` where the binary `mask` is 1 and `table[1]` where it is
+    0, per channel, broadcast to the shape of `mask` with the channels on
+    `axis`; `base + ` that when `base` (a tensor of that shape) is given.
+
+    `table` is `(2, channels)`, as `region_sums` gives. The selection is
+    exact (no arithmetic on the selected values but the addition).
+    """
+    module = fast_module("regions")
+    if module is not None:
+        return module.region_select(table, mask, axis, base)
+    rank = len(mask.shape)
+    shape = channel_shape(rank, axis % rank, -1)
+    selected = ops.where(
+        mask > 0.5,
+        ops.reshape(table[0], shape),
+        ops.reshape(table[1], shape),
+    )
+    return selected if base is None else base + selected
