@@ -150,8 +150,8 @@ class AdaHessian(BatchOptimizer):
 
     # No TensorFlow XLA update: the Hessian-vector products arrive as
     # tensors of the training step's graph, which a separately compiled
-    # update cannot capture.
-    _fast_path_modules = {}
+    # update cannot capture. On torch, one in-place kernel per variable.
+    _fast_path_modules = {"torch": "optimizers.torch_ada_hessian"}
     # The decay is the official `w - lr * (... + weight_decay * w)`, taken
     # in the step (Keras's torch pre-step decay mutates variables in place,
     # which JAX-style stateless use on torch must not see).
