@@ -117,7 +117,9 @@ def train_step(model, data):
     if refresh:
         probes = rademacher_probes(variables, inner.seed, inner.iterations)
         scale = float(keras.ops.convert_to_numpy(optimizer.scale_loss(1.0)))
-        hvps = [h.detach() / scale for h in _hvp(grads, params, probes)]
+        hvps = [h.detach() for h in _hvp(grads, params, probes)]
+        if scale != 1.0:
+            hvps = [h / scale for h in hvps]
     else:
         hvps = [torch.zeros_like(p) for p in params]
     grads = [g.detach() for g in grads]
