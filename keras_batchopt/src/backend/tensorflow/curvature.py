@@ -79,95 +79,48 @@ def make_hessian_vector_product(model):
     return hvp
 
 
-def _forward_over_reverse(model, optimizer, probes, data):
-    """Gradients and `H z` in one pass: a `ForwardAccumulator` (tangents
-    `z` of the variables) over the gradient tape. Both are dense; the
-    products are of the scaled loss. Returns (grads, hvps, y_pred)."""
-    x, y, sample_weight = data
-    variables = model.trainable_weights
-    primals = [v.value for v in variables]
-    with tf.autodiff.ForwardAccumulator(primals, probes) as accumulator:
-        with tf.GradientTape() as tape:
-            loss, y_pred = model_loss(model, x, y, sample_weight, training=True)
-            scaled = optimizer.scale_loss(loss)
-        grads = densify(tape.gradient(scaled, variables))
-        grads = [
-            tf.zeros_like(v) if g is None else g
-            for g, v in zip(grads, variables)
-        ]
-    hvps = accumulator.jvp(
-        grads, unconnected_gradients=tf.UnconnectedGradients.ZERO
-    )
-    _track_loss(model, loss, x)
-    return grads, hvps, y_pred
-
-
-def _reverse_over_reverse(model, optimizer, inner, refresh_only, data):
-    """Gradients, then `H z` by differentiating them again on an outer tape
-    (inside a `tf.cond` on the optimizer's refresh steps when
-    `refresh_only`). Returns (grads, hvps, y_pred, variables)."""
-    x, y, sample_weight = data
+def train_step(model, data):
+    """Keras's TensorFlow `train_step`, plus one Hessian-vector product per
+    step handed to the model's Hessian optimizer."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    inner = hessian_optimizer(optimizer)
     with tf.GradientTape() as outer:
         with tf.GradientTape() as tape:
             loss, y_pred = model_loss(model, x, y, sample_weight, training=True)
-            _track_loss(model, loss, x)
+            model._loss_tracker.update_state(
+                _unscaled(loss),
+                sample_weight=tf.shape(
+                    next(i for i in tree.flatten(x) if i is not None)
+                )[0],
+            )
             loss = optimizer.scale_loss(loss)
         # After the forward pass, which builds a subclassed model.
         variables = model.trainable_weights
         # Dense on `outer` (it cannot differentiate a `tf.IndexedSlices`).
         grads = densify(tape.gradient(loss, variables))
+    loss_scale = tf.cast(optimizer.scale_loss(1.0), tf.float32)
 
     def with_hvp():
         probes = rademacher_probes(variables, inner.seed, inner.iterations)
-        return _hvp(outer, grads, variables, probes)
+        return [
+            h / tf.cast(loss_scale, h.dtype)
+            for h in _hvp(outer, grads, variables, probes)
+        ]
 
     def without_hvp():
         return [tf.zeros(v.shape, v.dtype) for v in variables]
 
-    if refresh_only:
-        hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
-    else:
-        hvps = with_hvp()
-    return grads, hvps, y_pred, variables
-
-
-def _track_loss(model, loss, x):
-    model._loss_tracker.update_state(
-        _unscaled(loss),
-        sample_weight=tf.shape(
-            next(i for i in tree.flatten(x) if i is not None)
-        )[0],
-    )
-
-
-def train_step(model, data):
-    """Keras's TensorFlow `train_step`, plus one Hessian-vector product per
-    step handed to the model's Hessian optimizer."""
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    data = (x, y, sample_weight)
-    optimizer = model.optimizer
-    inner = hessian_optimizer(optimizer)
     # Under XLA a conditional around the product runs its convolutions far
     # slower on the CPU (see the JAX step): then it is computed every step.
     xla_on_cpu = getattr(model, "jit_compile", False) and not (
         tf.config.list_logical_devices("GPU")
     )
     skip = inner.hessian_update_interval > 1 and not xla_on_cpu
-    if skip or not model.built or distribute.replicas() > 1:
-        grads, hvps, y_pred, variables = _reverse_over_reverse(
-            model, optimizer, inner, skip, data
-        )
+    if not skip:
+        hvps = with_hvp()
     else:
-        # Forward-over-reverse: cheaper than differentiating the backward
-        # pass again (the variables exist: the model is built).
-        variables = model.trainable_weights
-        probes = rademacher_probes(variables, inner.seed, inner.iterations)
-        grads, hvps, y_pred = _forward_over_reverse(
-            model, optimizer, probes, data
-        )
-    loss_scale = optimizer.scale_loss(1.0)
-    if not (isinstance(loss_scale, float) and loss_scale == 1.0):
-        hvps = [h / tf.cast(loss_scale, h.dtype) for h in hvps]
+        hvps = tf.cond(inner.refreshes_hessian(), with_hvp, without_hvp)
     # Under a strategy, the replicas' products summed as the optimizer sums
     # the gradients: each replica's loss is scaled by `1 / replicas` and
     # every replica draws the same probes, so the sum is `H z` of the
