@@ -99,14 +99,14 @@ def train_step(model, data):
         variables = model.trainable_weights
         # Dense on `outer` (it cannot differentiate a `tf.IndexedSlices`).
         grads = densify(tape.gradient(loss, variables))
-    loss_scale = tf.cast(optimizer.scale_loss(1.0), tf.float32)
+    loss_scale = optimizer.scale_loss(1.0)
 
     def with_hvp():
         probes = rademacher_probes(variables, inner.seed, inner.iterations)
-        return [
-            h / tf.cast(loss_scale, h.dtype)
-            for h in _hvp(outer, grads, variables, probes)
-        ]
+        hvps = _hvp(outer, grads, variables, probes)
+        if isinstance(loss_scale, float) and loss_scale == 1.0:
+            return hvps
+        return [h / tf.cast(loss_scale, h.dtype) for h in hvps]
 
     def without_hvp():
         return [tf.zeros(v.shape, v.dtype) for v in variables]
