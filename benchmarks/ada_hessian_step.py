@@ -39,6 +39,8 @@ from harness import train_step_timing
 from harness.train_step_timing import BATCH
 
 LR = 1e-3
+# The AdaHessian step (interval 1) at most this many times Adam's (issue 19).
+TARGET = 2.0
 OPTIMIZERS = ("adam", "adahessian", "adahessian-every4")
 OPT_LABELS = {
     "adam": "keras Adam",
@@ -108,18 +110,18 @@ def render(rows, keep_from=None):
         "step; the interval-4 rows average whole refresh cycles (1 step "
         "with a Hessian-vector product, 3 without). ratio = ms/step over "
         "Adam's on the same backend and model. Target: AdaHessian "
-        "(interval 1) <= 2.5x Adam.",
+        f"(interval 1) <= {TARGET}x Adam.",
         "",
         *table,
     ]
     verdicts = [
         f"- {variant} {kind}, {OPT_LABELS[opt]}: {ratio:.2f}x Adam -> "
-        + ("met" if ratio <= 2.5 else "NOT met")
+        + ("met" if ratio <= TARGET else "NOT met")
         for variant, kind, opt, ratio in ratios
     ]
     lines += [
         "",
-        "## Target (AdaHessian step <= 2.5x Adam's; interval-4 rows for "
+        f"## Target (AdaHessian step <= {TARGET}x Adam's; interval-4 rows for "
         "reference)",
         "",
         *verdicts,

@@ -6,6 +6,8 @@ compiled fused kernel, the same kernel run eagerly, and the generic
 per-variable `update_step` (fast paths disabled).
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -23,6 +25,20 @@ FAST_CASES = [
 ]
 SHAPES = [(), (5,), (1,), (6, 4), (3, 3, 2, 4), (2, 1, 3)]
 STEPS = 20
+
+
+def hessian(case, optimizer, variables, rng=None):
+    """`using_hessian` with Hessian-vector products for a Hessian optimizer
+    (AdaHessian; random ones from `rng`, else ones), else a no-op."""
+    if not case.needs_hessian:
+        return contextlib.nullcontext()
+    hvps = [
+        keras.ops.convert_to_tensor(
+            np.asarray(rng.randn(*v.shape) if rng else np.ones(v.shape))
+        )
+        for v in variables
+    ]
+    return optimizer.using_hessian(hvps, variables)
 
 
 def run(case, mode, dtypes=None, steps=STEPS):
@@ -44,7 +60,8 @@ def run(case, mode, dtypes=None, steps=STEPS):
                 keras.ops.cast(np.asarray(rng.randn(*v.shape) * 2), d)
                 for v, d in zip(variables, dtypes)
             ]
-            optimizer.apply(grads, variables)
+            with hessian(case, optimizer, variables, rng):
+                optimizer.apply(grads, variables)
             state = [to_numpy(v) for v in optimizer.variables]
             trajectory.append([to_numpy(v) for v in variables] + state)
     return trajectory
@@ -129,11 +146,12 @@ def test_fast_path_is_not_used_in_a_stateless_scope(case, monkeypatch):
     optimizer = case.make()
     optimizer.build(variables)
     before = to_numpy(variables[0])
-    optimizer.stateless_apply(
-        [v.value for v in optimizer.variables],
-        [keras.ops.ones((3, 2))],
-        [v.value for v in variables],
-    )
+    with hessian(case, optimizer, variables):
+        optimizer.stateless_apply(
+            [v.value for v in optimizer.variables],
+            [keras.ops.ones((3, 2))],
+            [v.value for v in variables],
+        )
     assert not calls
     np.testing.assert_array_equal(to_numpy(variables[0]), before)
 
@@ -183,7 +201,8 @@ def test_one_compiled_graph_serves_all_shapes_and_options(case, monkeypatch):
         optimizer = case.make()
         optimizer.exclude_from_weight_decay(var_list=variables[:1])
         for _ in range(3):
-            optimizer.apply([keras.ops.ones(s) for s in shapes], variables)
+            with hessian(case, optimizer, variables):
+                optimizer.apply([keras.ops.ones(s) for s in shapes], variables)
     assert 1 <= counters["stats"]["unique_graphs"] <= 2
 
 
@@ -205,7 +224,8 @@ def test_auto_compiles_only_after_the_eager_time_budget(case, monkeypatch):
     variables = [keras.Variable(np.ones(large, "float32"))]
     optimizer = case.make()
     for _ in range(3):
-        optimizer.apply([keras.ops.ones(large)], variables)
+        with hessian(case, optimizer, variables):
+            optimizer.apply([keras.ops.ones(large)], variables)
     assert uses and not any(uses)
     spent = optimizer._torch_eager_update_seconds
     assert spent > 0
@@ -213,7 +233,8 @@ def test_auto_compiles_only_after_the_eager_time_budget(case, monkeypatch):
         keras_batchopt.src.config, "TORCH_COMPILE_AFTER_SECONDS", spent
     )
     uses.clear()
-    optimizer.apply([keras.ops.ones(large)], variables)
+    with hessian(case, optimizer, variables):
+        optimizer.apply([keras.ops.ones(large)], variables)
     assert uses and all(uses)
     assert optimizer._torch_eager_update_seconds == spent
     # Small variables stay eager in "auto", whatever the time spent.

@@ -138,6 +138,11 @@ class AdaHessian(BatchOptimizer):
           loss scale, as the gradients are.
         - **Weight decay** is decoupled and scaled by the learning rate,
           exactly the official `w - lr * (... + weight_decay * w)`.
+        - **Speed.** On the torch backend the update runs one in-place
+          kernel per variable (see `keras_batchopt.config` to switch fast
+          paths off); on JAX and TensorFlow the generic code runs inside
+          the compiled training step. The probes of a step are the bits of
+          one draw of 32-bit words, one random number per 32 entries.
         - **Distribution.** Under a `tf.distribute` strategy the Hessian
           training step sums the replicas' Hessian-vector products as the
           gradients are summed (every replica draws the same probes), and
@@ -150,8 +155,8 @@ class AdaHessian(BatchOptimizer):
 
     # No TensorFlow XLA update: the Hessian-vector products arrive as
     # tensors of the training step's graph, which a separately compiled
-    # update cannot capture.
-    _fast_path_modules = {}
+    # update cannot capture. On torch, one in-place kernel per variable.
+    _fast_path_modules = {"torch": "optimizers.torch_ada_hessian"}
     # The decay is the official `w - lr * (... + weight_decay * w)`, taken
     # in the step (Keras's torch pre-step decay mutates variables in place,
     # which JAX-style stateless use on torch must not see).
