@@ -21,6 +21,14 @@ from tests.distribution import common
 from tests.distribution.worker_run import run_worker
 
 RTOL = 1e-5
+# AdaHessian's Hessian-vector product is a sum over the batch of terms of
+# both signs, so its rounding depends on the order of the reduction (two
+# replicas' halves summed, against one sum over the whole batch); the
+# division by its root amplifies that over 20 steps. The JAX test holds it
+# to the same 3e-5 (measured there: one device with and without XLA
+# already differ by 7.9e-6). Here: 1.25e-5 with the probes of one draw of
+# 32-bit words per step.
+ADA_HESSIAN_RTOL = 3e-5
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +44,8 @@ def test_two_replicas(result):
 @pytest.mark.parametrize("name", common.OPTIMIZER_CASES)
 def test_optimizer_matches_one_device(result, name):
     entry = result["cases"][name]
-    assert entry["error"] <= RTOL, entry
+    rtol = ADA_HESSIAN_RTOL if name.startswith("ada_hessian") else RTOL
+    assert entry["error"] <= rtol, entry
     assert entry["fast_path_calls"] == 0
 
 
