@@ -146,6 +146,22 @@ def test_ghost_bn_gradient(float64):
     helpers.check_gradient(_train_fn(layer), x)
 
 
+RN_AFFINE = ("foreground_gamma", "foreground_beta", "background_gamma",
+             "background_beta")  # fmt: skip
+
+
+def _rn_affine(rng, channels, exact_in_float32=False):
+    """Random values of RegionNormalization's four affine weights (float32
+    values held in float64 when `exact_in_float32`)."""
+    values = {}
+    for name in RN_AFFINE:
+        value = rng.normal(0.0, 0.5, channels)
+        if exact_in_float32:
+            value = value.astype("float32").astype("float64")
+        values[name] = value
+    return values
+
+
 def _assign_random(layer, names, seed=0):
     rng = np.random.default_rng(seed)
     for name in names:
@@ -294,15 +310,7 @@ def test_rn_basic_matches_reference(layout, mask_size):
     mask = _mask(rng, 2, mask_size)
     layer = layers.RegionNormalization(data_format=layout)
     layer.build(helpers.to_layout(x, layout).shape)
-    values = {
-        name: rng.normal(0.0, 0.5, 4)
-        for name in (
-            "foreground_gamma",
-            "foreground_beta",
-            "background_gamma",
-            "background_beta",
-        )
-    }
+    values = _rn_affine(rng, 4)
     _assign(layer, **values)
     expected = ref.rn_b_official(
         x,
@@ -333,15 +341,7 @@ def test_rn_basic_large_mean_is_exact(layout):
     x = (x + 20.0 * mask).astype("float32").astype("float64")
     layer = layers.RegionNormalization(data_format=layout)
     layer.build(helpers.to_layout(x, layout).shape)
-    values = {
-        name: rng.normal(0.0, 0.5, 3).astype("float32").astype("float64")
-        for name in (
-            "foreground_gamma",
-            "foreground_beta",
-            "background_gamma",
-            "background_beta",
-        )
-    }
+    values = _rn_affine(rng, 3, exact_in_float32=True)
     _assign(layer, **values)
     expected = ref.rn_b_official(x, mask, *values.values())
     y = layer(
