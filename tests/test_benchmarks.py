@@ -41,6 +41,7 @@ def _import(name):
         ("ada_hessian_step", "ada_hessian_step_cpu"),
         ("conadv_step", "conadv_step_cpu"),
         ("normalization_layers", "normalization_layers_cpu"),
+        ("normalization_layers", "normalization_layers_region_cpu"),
         (
             "test_time_normalization_step",
             "test_time_normalization_step_cpu",
