@@ -68,8 +68,25 @@ MODELS = {
 }
 
 
+KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_taps_match_formed_per_sample_gradients(name):
+    if (
+        name == "sequence"
+        and BACKEND == "tensorflow"
+        and KERAS_VERSION < (3, 15)
+    ):
+        # Seen on Keras 3.8 with TensorFlow 2.21: the process aborts
+        # ("free(): invalid size") or segfaults in the compiled per-sample
+        # statistics of this model, on the formed per-sample gradients
+        # (fast paths off) as on the Dense taps. Keras 3.15 runs it; the
+        # versions in between are untested.
+        pytest.skip(
+            "TensorFlow crashes on this sequence model's per-sample "
+            f"statistics with Keras {keras.version()} (seen on 3.8; 3.15 runs)"
+        )
     build, shape, tapped, scope = MODELS[name]
     keras.utils.set_random_seed(0)
     model = build()
