@@ -34,6 +34,7 @@ def _import(name):
     [
         ("optimizer_step", "optimizer_step_cpu"),
         ("optimizer_step", "optimizer_step_lamb_lars_cpu"),
+        ("optimizer_step", "optimizer_step_xla_cpu"),
         (
             "optimizer_step_sgd_sai_sink_gd",
             "optimizer_step_sgd_sai_sink_gd_cpu",
