@@ -11,6 +11,9 @@ import pytest  # noqa: E402
 import keras_batchopt  # noqa: E402
 
 BACKEND = keras.backend.backend()
+# (major, minor) of the installed Keras, for tests of version-dependent
+# behaviour.
+KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,6 +11,7 @@ from keras_batchopt import config
 from keras_batchopt.src.batch_size import statistics as stats_lib
 from keras_batchopt.src.batch_size.per_sample import StatisticsFunction
 from tests.conftest import BACKEND
+from tests.conftest import KERAS_VERSION
 from tests.conftest import to_numpy
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -66,9 +67,6 @@ MODELS = {
     "sequence": (sequence, (3, 8), 3, "per_variable"),
     "conv": (conv, (6, 6, 2), 2, "per_variable"),
 }
-
-
-KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

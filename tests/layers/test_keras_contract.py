@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from keras_batchopt import layers
+from tests.conftest import KERAS_VERSION
 from tests.conftest import to_numpy
 
 # name -> (factory, input shape without batch, extra call kwargs)
@@ -143,8 +144,7 @@ BACKWARD_STATE = ("power_norm", "unified_norm", "progressive_rep_bn")
 def _loss_scale_warning(name, policy):
     """Before Keras 3.10 the loss-scale optimizer divides backward state by
     the loss scale; those layers warn under mixed_float16."""
-    version = tuple(int(p) for p in keras.version().split(".")[:2])
-    old_keras = version < (3, 10)
+    old_keras = KERAS_VERSION < (3, 10)
     if name in BACKWARD_STATE and policy == "mixed_float16" and old_keras:
         return pytest.warns(UserWarning, match="LossScaleOptimizer")
     return contextlib.nullcontext()

@@ -22,6 +22,7 @@ import pytest
 
 import keras_batchopt
 from keras_batchopt import layers
+from tests.conftest import KERAS_VERSION
 from tests.conftest import to_numpy
 from tests.optimizers.contract_cases import CASES
 
@@ -53,10 +54,9 @@ def _old_keras_warning(policy, case):
     """Before Keras 3.10 the backward-state layers warn under
     mixed_float16 (its LossScaleOptimizer divides their state); the
     Hessian step's model has none."""
-    version = tuple(int(p) for p in keras.version().split(".")[:2])
     if (
         policy == "mixed_float16"
-        and version < (3, 10)
+        and KERAS_VERSION < (3, 10)
         and not case.needs_hessian
     ):
         return pytest.warns(UserWarning, match="LossScaleOptimizer")
