@@ -24,12 +24,10 @@ def optimized_hlo(optimizer):
     ]
     optimizer.build(variables)
     grads = [tf.constant(rng.randn(*s).astype("float32")) for s in SHAPES]
-    function = xla_update._compiled_update(optimizer)
-    tf_variables = [v.value for v in variables]
-    lr = tf.constant(1e-3)
-    return function.experimental_get_compiler_ir(grads, tf_variables, lr)(
-        stage="optimized_hlo"
+    function, args = xla_update.compiled_update(
+        optimizer, grads, variables, tf.constant(1e-3)
     )
+    return function.experimental_get_compiler_ir(*args)(stage="optimized_hlo")
 
 
 def test_adan_update_copies_no_state_buffer():

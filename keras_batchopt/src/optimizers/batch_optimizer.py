@@ -99,6 +99,11 @@ class BatchOptimizer(keras.optimizers.Optimizer):
     # True when the algorithm applies `weight_decay` inside its own step.
     _decay_in_update_step = False
 
+    # `get_config()` entries that `update_step` does not read (besides
+    # `name` and `learning_rate`): optimizers that differ only there share
+    # one compiled TensorFlow update.
+    _update_free_config = ()
+
     def __init__(self, learning_rate, decay_exclusions=None, **kwargs):
         validation.check_learning_rate(learning_rate)
         if kwargs.get("weight_decay") is not None:
@@ -241,6 +246,16 @@ class BatchOptimizer(keras.optimizers.Optimizer):
     def _transform_gradients(self, grads, trainable_variables):
         """Whole-step gradient transform before the generic loop."""
         return grads
+
+    def _update_structure(self):
+        """What `update_step` decides per variable beyond its shape and
+        `get_config()`, fixed at build time (hashable). Two optimizers
+        whose update differs anywhere else must differ here; subclasses
+        with more per-variable routing extend it."""
+        return tuple(
+            (self._decays(v), bool(getattr(v, "overwrite_with_gradient", 0)))
+            for v in self._trainable_variables
+        )
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         fast_path = self._fast_path(grads, trainable_variables)

@@ -177,6 +177,9 @@ class Lamb(BatchOptimizer):
             default_rule=lambda v: not self._use_weight_decay(v),
         )
 
+    def _update_structure(self):
+        return (super()._update_structure(), tuple(self._adapts))
+
     def _step_coefficients(self, learning_rate, dtype):
         """Scalars of this step, shared by the generic and fast paths."""
         lr = ops.cast(learning_rate, dtype)

@@ -273,6 +273,9 @@ class SinkGD(BatchOptimizer):
             return True
         return any(re.search(p, path) for p in self.exclude_layers)
 
+    def _update_structure(self):
+        return (super()._update_structure(), self._uses_adamw)
+
     def build(self, var_list):
         if self.built:
             return

@@ -13,24 +13,38 @@ generic loop runs) and under a `tf.distribute` strategy (Keras's own
 distributed update runs). Sparse gradients do not reach it:
 `BatchOptimizer.apply` has made them dense; `can_use` still refuses them.
 
-Memory: each optimizer compiles its own XLA program (it closes over that
-optimizer's variables), and TensorFlow keeps every compiled program until
-the process exits, also after the optimizer and its function are freed:
-its compilation cache has no eviction (TensorFlow issue 64170). A process
-that trains many models, such as a learning-rate sweep in a notebook,
-grows by one program per model (about 8 MB for Adan on a small MLP with
-TensorFlow 2.21, allocator-independent).
-`keras_batchopt.config.disable_fast_paths()` avoids it.
+One compiled program serves every optimizer of the package that computes the
+same update: the model's variables, the optimizer's own variables and the
+learning rate are arguments of the function, not values it closes over, and
+the function is shared by the optimizers whose class, configuration (less
+`name` and `learning_rate`), per-variable decisions (`_update_structure()`)
+and argument shapes and dtypes agree. TensorFlow keeps every compiled XLA
+program until the process exits (its compilation cache has no eviction,
+TensorFlow issue 64170), so a learning-rate sweep in a notebook compiles the
+update once instead of once per model. The shared functions hold no
+optimizer, model or variable. An update that still reads state it was not
+given (a subclass defined outside the package, or a trace that captures a
+variable) gets a function of its own, as before, which lives as long as its
+optimizer. `keras_batchopt.config.disable_fast_paths()` turns the fast path
+off.
 """
 
+import contextlib
+import json
+import threading
 import weakref
 
 import tensorflow as tf
 
 from keras_batchopt.src.backend.tensorflow import xla_hints
 
-# Optimizer -> its compiled update; weak, so optimizers are not kept alive.
-_COMPILED = weakref.WeakKeyDictionary()
+# Update key -> the compiled update shared by the optimizers with that key.
+# Neither keys nor functions refer to an optimizer or a variable.
+_SHARED = {}
+# Optimizer -> its own compiled update (weak: optimizers are not kept alive).
+_PRIVATE = weakref.WeakKeyDictionary()
+# The optimizer whose call is being traced (set only during a call).
+_TRACING = threading.local()
 
 
 def can_use(optimizer, grads, variables):
@@ -42,29 +56,104 @@ def can_use(optimizer, grads, variables):
     )
 
 
-def _compiled_update(optimizer):
-    function = _COMPILED.get(optimizer)
-    if function is None:
-        # The function reaches its optimizer through a weak reference: a
-        # value of a WeakKeyDictionary that holds its key strongly keeps
-        # the key, the optimizer, its model and the function alive forever.
-        optimizer_ref = weakref.ref(optimizer)
+def _new_function():
+    @tf.function(jit_compile=True, autograph=False)
+    def function(grads, tf_variables, state, learning_rate):
+        del state  # Read through the optimizer's own slots: the same objects.
+        owner = getattr(_TRACING, "optimizer", None)
+        # Traced for XLA: the `ops.xla_hints` act here.
+        with xla_hints.xla_tracing():
+            grads = owner._transform_gradients(grads, tf_variables)
+            for grad, variable in zip(grads, tf_variables):
+                owner.update_step(grad, variable, learning_rate)
 
-        @tf.function(jit_compile=True, autograph=False)
-        def function(grads, tf_variables, learning_rate):
-            owner = optimizer_ref()
-            # Traced for XLA: the `ops.xla_hints` act here.
-            with xla_hints.xla_tracing():
-                grads = owner._transform_gradients(grads, tf_variables)
-                for grad, variable in zip(grads, tf_variables):
-                    owner.update_step(grad, variable, learning_rate)
-
-        _COMPILED[optimizer] = function
     return function
 
 
-def update_step(optimizer, grads, variables, learning_rate):
-    tf_variables = [getattr(v, "value", v) for v in variables]
-    _compiled_update(optimizer)(
-        list(grads), tf_variables, tf.convert_to_tensor(learning_rate)
+def _specs(structure):
+    return tuple(
+        (tuple(t.shape), t.dtype.name) for t in tf.nest.flatten(structure)
     )
+
+
+def _update_key(optimizer, variables, args):
+    """What the traced update depends on; None where that is not known."""
+    if not type(optimizer).__module__.startswith("keras_batchopt."):
+        return None
+    with tf.init_scope():  # Keras's get_config reads variables eagerly.
+        config = dict(optimizer.get_config())
+    for name in ("name", "learning_rate", *optimizer._update_free_config):
+        config.pop(name, None)
+    indices = tuple(optimizer._get_variable_index(v) for v in variables)
+    return (
+        type(optimizer),
+        json.dumps(config, sort_keys=True, default=repr),
+        optimizer._update_structure(),
+        indices,
+        _specs(args),
+    )
+
+
+def _captures_state(concrete_function):
+    """True if the trace reads a tensor it was not given as an argument:
+    a variable, or a tensor of the graph that called it."""
+    return any(
+        t.dtype == tf.resource or tf.is_symbolic_tensor(t)
+        for t in concrete_function.captured_inputs
+    )
+
+
+def _compiled_update(optimizer, variables, args):
+    function = _PRIVATE.get(optimizer)
+    if function is not None:
+        return function
+    key = _update_key(optimizer, variables, args)
+    function = _SHARED.get(key) if key is not None else None
+    if function is not None:
+        return function
+    function = _new_function()
+    concrete_function = function.get_concrete_function(*args)
+    if key is None or _captures_state(concrete_function):
+        _PRIVATE[optimizer] = function
+        return function
+    # Every variable the update reads is an argument, but TensorFlow still
+    # lists the ones Keras made inside a traced step (lifted-initializer
+    # variables) in the trace's weak list of accessed variables, and refuses
+    # every call once they are freed: the list is dropped (the update is
+    # never differentiated, which is all the list serves).
+    concrete_function.graph.variables = ()
+    _SHARED[key] = function
+    return function
+
+
+def update_arguments(optimizer, grads, variables, learning_rate):
+    """The arguments of the compiled update, in its order."""
+    return (
+        list(grads),
+        [getattr(v, "value", v) for v in variables],
+        [getattr(v, "value", v) for v in optimizer.variables],
+        tf.convert_to_tensor(learning_rate),
+    )
+
+
+def compiled_update(optimizer, grads, variables, learning_rate):
+    """The compiled update for these arguments, and the arguments."""
+    args = update_arguments(optimizer, grads, variables, learning_rate)
+    with _tracing(optimizer):
+        return _compiled_update(optimizer, variables, args), args
+
+
+def update_step(optimizer, grads, variables, learning_rate):
+    function, args = compiled_update(optimizer, grads, variables, learning_rate)
+    with _tracing(optimizer):
+        function(*args)
+
+
+@contextlib.contextmanager
+def _tracing(optimizer):
+    """Makes `optimizer` the one a trace starting now reads."""
+    _TRACING.optimizer = optimizer
+    try:
+        yield
+    finally:
+        _TRACING.optimizer = None
