@@ -75,9 +75,7 @@ def test_a_learning_rate_sweep_compiles_one_update():
         lambda: keras_batchopt.optimizers.Lamb(
             1e-2, weight_decay=0.5, exclude_from_layer_adaptation=["tail"]
         ),
-        lambda: keras_batchopt.optimizers.SinkGD(
-            1e-2, exclude_layers=["tail"]
-        ),
+        lambda: keras_batchopt.optimizers.SinkGD(1e-2, exclude_layers=["tail"]),
     ],
     ids=["layer_adaptation", "sinkgd_routing"],
 )
@@ -114,8 +112,7 @@ def test_an_update_that_captures_state_gets_its_own_function():
     extras = [tf.Variable(1.0), tf.Variable(0.0)]
     shared = len(xla_update._SHARED)
     runs = [
-        fit(lambda: ReadsAnExtraVariable(e, learning_rate=0.1))
-        for e in extras
+        fit(lambda: ReadsAnExtraVariable(e, learning_rate=0.1)) for e in extras
     ]
     assert len(xla_update._SHARED) == shared
     for run in runs:
