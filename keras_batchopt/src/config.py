@@ -46,9 +46,6 @@ def disable_fast_paths():
     plain torch operations).
 
     Also settable before import with ``KERAS_BATCHOPT_FAST_PATHS=0``.
-    On TensorFlow, this is the setting for a process that trains many
-    models one after the other: the fast path compiles one XLA program
-    per optimizer, which TensorFlow keeps until the process exits.
     """
     _state["fast_paths"] = False
 
