@@ -54,6 +54,7 @@ def _import(name):
         ("quickstart_latency", "quickstart_latency_cpu"),
         ("torch_compile_policy", "torch_compile_policy_cpu"),
         ("strategies_overhead", "strategies_overhead_cpu"),
+        ("noise_assignment", "noise_assignment_cpu"),
     ],
 )
 def test_render_reproduces_committed_markdown(script, stem):
