@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_batchopt.optimizers import Adan
+from keras_batchopt.optimizers import Lamb
 from keras_batchopt.src.backend.tensorflow import xla_hints
 from keras_batchopt.src.backend.tensorflow.optimizers import xla_update
 from keras_batchopt.src.ops.xla_hints import after
@@ -16,14 +17,14 @@ from keras_batchopt.src.ops.xla_hints import after
 SHAPES = [(64, 32), (3, 3, 4, 8), (32,)]
 
 
-def optimized_hlo(optimizer):
+def optimized_hlo(optimizer, shapes=SHAPES):
     """The optimized HLO of the fast path's compiled update."""
     rng = np.random.RandomState(0)
     variables = [
-        keras.Variable(rng.randn(*s).astype("float32")) for s in SHAPES
+        keras.Variable(rng.randn(*s).astype("float32")) for s in shapes
     ]
     optimizer.build(variables)
-    grads = [tf.constant(rng.randn(*s).astype("float32")) for s in SHAPES]
+    grads = [tf.constant(rng.randn(*s).astype("float32")) for s in shapes]
     function, args = xla_update.compiled_update(
         optimizer, grads, variables, tf.constant(1e-3)
     )
@@ -36,6 +37,33 @@ def test_adan_update_copies_no_state_buffer():
     hlo = optimized_hlo(Adan(learning_rate=1e-3, weight_decay=0.02))
     entry = hlo[hlo.index("\nENTRY") :]
     assert re.findall(r"= f32\[[0-9,]+\]\{[0-9,]*\} copy\(", entry) == []
+
+
+def temporaries_read_twice(hlo, min_size):
+    """Entry instructions of `min_size` elements or more, neither parameter
+    nor output, that two or more instructions read: full-size temporaries
+    written once and read back twice."""
+    entry = hlo[hlo.index("\nENTRY") :]
+    root = entry[entry.index("ROOT") :]
+    defined = re.findall(r"\n\s*%([\w.-]+) = f32\[([0-9,]+)\]\S* (\w+)", entry)
+    found = []
+    for name, dims, op in defined:
+        size = np.prod([int(d) for d in dims.split(",")])
+        if op == "parameter" or size < min_size:
+            continue
+        use = rf"%{re.escape(name)}(?![\w.-])"
+        readers = re.findall(use + r"(?!\s*=)", entry)
+        if len(readers) > 1 and not re.search(use, root):
+            found.append(name)
+    return found
+
+
+def test_lamb_update_reads_no_full_size_temporary_twice():
+    """Before the barrier in `Lamb.update_step`, XLA wrote the update `u`
+    of the (64, 32) variable to a temporary read by its norm and by the
+    step."""
+    optimizer = Lamb(learning_rate=1e-3, weight_decay=0.01)
+    assert temporaries_read_twice(optimized_hlo(optimizer), 64 * 32) == []
 
 
 def test_after_acts_only_while_traced_for_xla():
