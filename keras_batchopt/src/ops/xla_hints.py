@@ -30,6 +30,13 @@ def active():
     return _backend() is not None
 
 
+def sum_in_blocks():
+    """True where a long sum of squares is cheaper in two stages under XLA
+    (TensorFlow; see `ops.trust_ratio.sum_of_squares`)."""
+    module = _backend()
+    return module is not None and module.sum_in_blocks()
+
+
 def _first_element_zero(tensor):
     """A scalar `+0.0` computed from one element of `tensor`.
 
