@@ -114,7 +114,9 @@ class Lamb(BatchOptimizer):
         - **Speed.** On the torch backend a compiled in-place kernel runs per
           large variable (norms and update in one call) and small variables
           are updated together by multi-tensor operations; on TensorFlow
-          graph-mode steps the update is compiled by XLA.
+          graph-mode steps the update is compiled by XLA. Under XLA (JAX,
+          TensorFlow) the trust-ratio norm and the step each compute the
+          update in their own pass, so no full-size temporary is written.
     """
 
     _fast_path_modules = {
