@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_batchopt.optimizers import Adan
+from keras_batchopt.optimizers import Lamb
 from keras_batchopt.optimizers import Lars
 from keras_batchopt.src.ops.xla_hints import after
 
@@ -53,6 +54,17 @@ def test_lars_step_keeps_no_full_size_temporary():
     optimizer = Lars(learning_rate=1.0, momentum=0.9, weight_decay=1e-4)
     step = compiled_step(optimizer, [(256, 128), (3, 3, 32, 32)])
     assert step.memory_analysis().temp_size_in_bytes < 1024
+
+
+def test_lamb_step_keeps_no_full_size_temporary():
+    """Before the barrier in `Lamb.update_step`, XLA kept the update `u`
+    of every adapted variable in a temporary (here 300 kB), read by its
+    norm and by the step; with the barrier alone, a full-size broadcast of
+    each scalar that the two (256, 128) variables share (without
+    `ops.xla_hints.unshared`)."""
+    optimizer = Lamb(learning_rate=1e-3, weight_decay=0.01)
+    step = compiled_step(optimizer, [(256, 128), (256, 128), (3, 3, 32, 32)])
+    assert step.memory_analysis().temp_size_in_bytes < 4096
 
 
 def test_after_returns_the_value_exactly():

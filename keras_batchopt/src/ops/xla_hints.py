@@ -20,6 +20,23 @@ def _backend():
     return module
 
 
+def active():
+    """True where the hints act: the step is being compiled by XLA.
+
+    Code that recomputes a value for the hints' sake (see
+    `optimization_barrier`) can reuse the value instead where this is
+    False, and spare the work where nothing fuses it.
+    """
+    return _backend() is not None
+
+
+def sum_in_blocks():
+    """True where a long sum of squares is cheaper in two stages under XLA
+    (TensorFlow; see `ops.trust_ratio.sum_of_squares`)."""
+    module = _backend()
+    return module is not None and module.sum_in_blocks()
+
+
 def _first_element_zero(tensor):
     """A scalar `+0.0` computed from one element of `tensor`.
 
@@ -96,3 +113,37 @@ def optimization_barrier(*values):
     if module is None:
         return tuple(values)
     return module.optimization_barrier(values)
+
+
+def unshared(tensor, *scalars):
+    """Returns `scalars` unchanged, each a value of `tensor`'s own.
+
+    XLA computes a scalar's broadcast once for all the tensors of one shape
+    that use the scalar (the bias corrections, the epsilon). On the CPU a
+    reduction that is handed to a library kernel (YNNPACK, in recent
+    jaxlib) then cannot take that shared broadcast inside and reads it
+    from memory: a full-size buffer per scalar, written every step. Made
+    data-dependent on one element of `tensor` (see `after`), the scalars
+    are this tensor's alone and stay inside its fusion. Each result is
+    `scalar - 0.0` with a `+0.0` that nothing can change, so it equals the
+    scalar exactly.
+
+    Args:
+        tensor: the tensor whose computation uses the scalars; with a
+            zero-size dimension the scalars are returned as they are.
+        *scalars: 0-d tensors, or Python numbers (taken in `tensor`'s
+            dtype).
+
+    Returns:
+        A tuple of 0-d tensors equal to `scalars`, in the same order (as
+        given where the hints are not active).
+    """
+    if _backend() is None or 0 in tuple(tensor.shape):
+        return tuple(scalars)
+    zero = _first_element_zero(tensor)
+    results = []
+    for scalar in scalars:
+        if isinstance(scalar, (int, float)):
+            scalar = ops.convert_to_tensor(scalar, tensor.dtype)
+        results.append(scalar - ops.cast(zero, scalar.dtype))
+    return tuple(results)

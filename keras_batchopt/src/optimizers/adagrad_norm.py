@@ -3,6 +3,7 @@ from keras import ops
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.ops.trust_ratio import sum_of_squares
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
 from keras_batchopt.src.optimizers.slots import scalar_slot_name
 
@@ -11,7 +12,7 @@ ACCUMULATORS = ("global", "per_variable", "coordinate")
 
 def squared_norm(x):
     """`||x||^2` in float32."""
-    return ops.sum(ops.square(ops.cast(x, "float32")))
+    return sum_of_squares(x)
 
 
 @keras_batchopt_export("keras_batchopt.optimizers.AdaGradNorm")

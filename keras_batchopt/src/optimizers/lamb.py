@@ -2,9 +2,12 @@ from keras import ops
 
 from keras_batchopt.src import validation
 from keras_batchopt.src.api_export import keras_batchopt_export
+from keras_batchopt.src.ops import xla_hints
 from keras_batchopt.src.ops.bias_correction import bias_correction
 from keras_batchopt.src.ops.trust_ratio import l2_norm
 from keras_batchopt.src.ops.trust_ratio import trust_ratio
+from keras_batchopt.src.ops.xla_hints import optimization_barrier
+from keras_batchopt.src.ops.xla_hints import unshared
 from keras_batchopt.src.optimizers import layer_adaptation
 from keras_batchopt.src.optimizers.batch_optimizer import BatchOptimizer
 
@@ -111,7 +114,9 @@ class Lamb(BatchOptimizer):
         - **Speed.** On the torch backend a compiled in-place kernel runs per
           large variable (norms and update in one call) and small variables
           are updated together by multi-tensor operations; on TensorFlow
-          graph-mode steps the update is compiled by XLA.
+          graph-mode steps the update is compiled by XLA. Under XLA (JAX,
+          TensorFlow) the trust-ratio norm and the step each compute the
+          update in their own pass, so no full-size temporary is written.
     """
 
     _fast_path_modules = {
@@ -213,15 +218,25 @@ class Lamb(BatchOptimizer):
         )
         self.assign(m, new_m)
         self.assign(v, new_v)
-        update = (new_m / c["bc_1"]) / (
-            ops.sqrt(new_v / c["bc_2"]) + self.epsilon
-        )
+        w = ops.convert_to_tensor(variable)
+        scalars = (c["bc_1"], c["bc_2"], self.epsilon)
         if self._decays(variable):
-            update = update + variable * self.weight_decay
-        step = c["lr"]
-        if self._adapts[i]:
-            step = step * ops.cast(self._ratio(variable, update), dtype)
-        self.assign_sub(variable, update * step)
+            scalars += (self.weight_decay,)
+        if not self._adapts[i]:
+            update = _direction(new_m, new_v, w, *scalars)
+            self.assign_sub(variable, update * c["lr"])
+            return
+        # Under XLA the norm and the step each compute the update in their
+        # own loop: shared, it would be a full-size temporary, written and
+        # read back every step (see `ops.xla_hints`).
+        update = _direction(new_m, new_v, w, *unshared(w, *scalars))
+        ratio = self._ratio(w, update)
+        if xla_hints.active():
+            new_m, new_v, w, *scalars = optimization_barrier(
+                new_m, new_v, w, *(_tensor(s, dtype) for s in scalars)
+            )
+            update = _direction(new_m, new_v, w, *scalars)
+        self.assign_sub(variable, update * (c["lr"] * ops.cast(ratio, dtype)))
 
     def get_config(self):
         config = super().get_config()
@@ -240,3 +255,18 @@ class Lamb(BatchOptimizer):
             }
         )
         return config
+
+
+def _direction(m, v, w, bc_1, bc_2, epsilon, weight_decay=None):
+    """The bias-corrected Adam direction plus the decay term, `u`."""
+    update = (m / bc_1) / (ops.sqrt(v / bc_2) + epsilon)
+    if weight_decay is not None:
+        update = update + w * weight_decay
+    return update
+
+
+def _tensor(scalar, dtype):
+    """`scalar` as a tensor (a Python number in `dtype`)."""
+    if isinstance(scalar, (int, float)):
+        return ops.convert_to_tensor(scalar, dtype)
+    return scalar

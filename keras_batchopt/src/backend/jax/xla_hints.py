@@ -8,6 +8,12 @@ def active():
     return True
 
 
+def sum_in_blocks():
+    """False: jaxlib's XLA:CPU hands a whole sum of squares to YNNPACK in
+    one fused pass; the two-stage form is slower there."""
+    return False
+
+
 def optimization_barrier(values):
     """`values` (a tuple of arrays) through `jax.lax.optimization_barrier`."""
     return tuple(jax.lax.optimization_barrier(tuple(values)))

@@ -30,6 +30,16 @@ def xla_tracing():
         _STATE.depth -= 1
 
 
+def sum_in_blocks():
+    """True: long sums of squares are cheaper in two stages here.
+
+    TensorFlow's XLA:CPU rewrites a sum over a dimension longer than 32
+    into a windowed sum before it fuses, so the squares go to a full-size
+    temporary read by a slow kernel (see `ops.trust_ratio.sum_of_squares`).
+    """
+    return True
+
+
 def optimization_barrier(values):
     """`values` through XLA's `OptimizationBarrier` (tf2xla's op)."""
     return tuple(xla.optimization_barrier(*values))
