@@ -38,9 +38,11 @@ def sum_of_squares(x):
     there. Both forms add in a different order, within float32 rounding.
     """
     x = ops.cast(x, "float32")
+    if not xla_hints.sum_in_blocks() or None in tuple(x.shape):
+        return ops.sum(ops.square(x))
     size = math.prod(x.shape)
     block = math.gcd(size, _BLOCK) if size else 1
-    if not xla_hints.sum_in_blocks() or block == 1:
+    if block == 1:
         return ops.sum(ops.square(x))
     blocks = ops.sum(ops.square(ops.reshape(x, (-1, block))), axis=1)
     (blocks,) = xla_hints.optimization_barrier(blocks)
