@@ -1,9 +1,9 @@
-"""One SGD-SaI and SinkGD optimizer step over ~10M float32 parameters.
+"""One SGD-SaI, SinkGD and AdaGrad-Norm step over ~10M float32 parameters.
 
-Times `keras_batchopt.optimizers.SGDSaI` and `SinkGD` (`num_iterations`
-5 and 1) side by side with Keras's `SGD(momentum=0.9)` and `AdamW`, and on
-torch with `pytorch_optimizer.SGDSaI` (loop and foreach), over the same
-50-tensor set as `benchmarks/optimizer_step.py`
+Times `keras_batchopt.optimizers.SGDSaI`, `SinkGD` (`num_iterations` 5 and
+1) and `AdaGradNorm` side by side with Keras's `SGD(momentum=0.9)` and
+`AdamW`, and on torch with `pytorch_optimizer.SGDSaI` (loop and foreach),
+over the same 50-tensor set as `benchmarks/optimizer_step.py`
 (`optimizer_configs/common.py`), each run the way `model.fit` runs it
 (`harness.optimizer_steps`). The rows are declared in
 `optimizer_configs/sgd_sai_sink_gd.py`.
@@ -39,6 +39,7 @@ from harness import render as md
 from harness import timing
 from optimizer_configs import common
 from optimizer_configs import sgd_sai_sink_gd as family
+from optimizer_configs.sgd_sai_sink_gd import ADAGRAD_NORM_LR
 from optimizer_configs.sgd_sai_sink_gd import ADAMW_LR
 from optimizer_configs.sgd_sai_sink_gd import CONFIGS
 from optimizer_configs.sgd_sai_sink_gd import MOMENTUM
@@ -70,7 +71,13 @@ def floor_bytes(opt, n_matrix=N_MATRIX, n_vector=N_VECTOR):
     if opt.startswith("sinkgd"):
         passes = int(opt[len("sinkgd") :])
         return (3 + 2 * passes) * 4 * n_matrix + 7 * 4 * n_vector
-    states = {"floor": 0, "sgd": 1, "sgdsai": 1, "adamw": 2}[opt]
+    states = {
+        "floor": 0,
+        "sgd": 1,
+        "sgdsai": 1,
+        "adamw": 2,
+        "adagradnorm": 0,
+    }[opt]
     return (3 + 2 * states) * 4 * (n_matrix + n_vector)
 
 
@@ -243,6 +250,7 @@ LABELS = {
     "sgdsai": "SGDSaI",
     "sinkgd5": "SinkGD(num_iterations=5)",
     "sinkgd1": "SinkGD(num_iterations=1)",
+    "adagradnorm": "AdaGradNorm",
 }
 
 
@@ -272,8 +280,8 @@ def render(rows, keep_from=None):
     runs = max(e["runs"] for e in agg.values())
     r0 = rows[0]
     lines = [
-        "# Optimizer step on CPU: SGD-SaI and SinkGD vs SGD, AdamW and "
-        "pytorch_optimizer",
+        "# Optimizer step on CPU: SGD-SaI, SinkGD and AdaGrad-Norm vs SGD, "
+        "AdamW and pytorch_optimizer",
         "",
         *md.recorded_lines(rows, keep_from),
         "- keras_batchopt: this checkout at "
@@ -290,7 +298,8 @@ def render(rows, keep_from=None):
         f"{ADAMW_LR}, weight_decay {WEIGHT_DECAY}; SGDSaI (ours and "
         f"pytorch_optimizer) lr {SAI_LR}, momentum {MOMENTUM}, "
         f"weight_decay {WEIGHT_DECAY}; SinkGD lr {SINK_LR}, weight_decay "
-        f"{WEIGHT_DECAY}, default routing (every rank-1 tensor to AdamW)",
+        f"{WEIGHT_DECAY}, default routing (every rank-1 tensor to AdamW); "
+        f"AdaGradNorm lr {ADAGRAD_NORM_LR}, global accumulator",
         "",
         f"Reference floor (torch._foreach_add_, in place, 2 threads): "
         f"**{floor['median_ms']:.2f} ms** for "
@@ -318,6 +327,11 @@ def render(rows, keep_from=None):
         f"{floor_bytes_state_only('sinkgd5') / 1e6:.0f} MB = "
         f"{floor_ms(floor_bytes_state_only('sinkgd5')):.2f} ms) is the "
         "'x S-only floor' column.",
+        "- AdaGrad-Norm (global accumulator) keeps one scalar, S = 0: "
+        f"{floor_bytes('adagradnorm') / 1e6:.0f} MB = "
+        f"{floor_ms(floor_bytes('adagradnorm')):.2f} ms; its update needs "
+        "the norm of every gradient first, so a one-pass step is not "
+        "possible (one more read of g: 4 x 4 B x N).",
         "",
         "| backend | impl | optimizer | variant | ms/step (median of runs) | "
         "run-to-run min..max | within-run p10..p90 | floor ms | x floor | "
@@ -345,7 +359,7 @@ def render(rows, keep_from=None):
             f"{e['own_cores']:.2f} | {e['foreign_cores']:.2f} |"
         )
     lines += ["", "## Targets (computed from the table)", ""]
-    for opt in ("sgdsai", "sinkgd5", "sinkgd1"):
+    for opt in ("sgdsai", "sinkgd5", "sinkgd1", "adagradnorm"):
         fm = floor_ms(floor_bytes(opt))
         lines.append(
             f"{LABELS[opt]} step <= 2.0x its bytes-moved floor "

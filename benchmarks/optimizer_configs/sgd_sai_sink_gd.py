@@ -1,11 +1,14 @@
-"""SGD-SaI and SinkGD rows: keras_batchopt `SGDSaI` and `SinkGD`
-(`num_iterations` 5 and 1) next to Keras `SGD(momentum=0.9)` and `AdamW`,
-and on torch `pytorch_optimizer.SGDSaI` (loop and foreach)."""
+"""SGD-SaI, SinkGD and AdaGrad-Norm rows: keras_batchopt `SGDSaI`,
+`SinkGD` (`num_iterations` 5 and 1) and `AdaGradNorm` (its default global
+accumulator) next to Keras `SGD(momentum=0.9)` and `AdamW`, and on torch
+`pytorch_optimizer.SGDSaI` (loop and foreach). No peer library implements
+AdaGrad-Norm."""
 
 SGD_LR, MOMENTUM = 0.01, 0.9
 ADAMW_LR, WEIGHT_DECAY = 1e-3, 0.01
 SAI_LR = 0.01
 SINK_LR = 1e-3
+ADAGRAD_NORM_LR = 0.01
 
 # (backend, impl, opt, variant)
 CONFIGS = [
@@ -16,6 +19,7 @@ CONFIGS = [
     ("jax", "keras_batchopt", "sgdsai", "jit, donated"),
     ("jax", "keras_batchopt", "sinkgd5", "jit, donated"),
     ("jax", "keras_batchopt", "sinkgd1", "jit, donated"),
+    ("jax", "keras_batchopt", "adagradnorm", "jit, donated"),
     ("tensorflow", "floor", "floor", "XLA v.assign_add(b)"),
 ]
 for _opt_impl in (
@@ -24,6 +28,7 @@ for _opt_impl in (
     ("keras_batchopt", "sgdsai"),
     ("keras_batchopt", "sinkgd5"),
     ("keras_batchopt", "sinkgd1"),
+    ("keras_batchopt", "adagradnorm"),
 ):
     CONFIGS.append(("tensorflow", *_opt_impl, "XLA"))
     CONFIGS.append(("tensorflow", *_opt_impl, "graph (= fit on CPU)"))
@@ -33,6 +38,7 @@ CONFIGS += [
     ("torch", "keras_batchopt", "sgdsai", "eager (torch fast path)"),
     ("torch", "keras_batchopt", "sinkgd5", "eager (generic keras.ops)"),
     ("torch", "keras_batchopt", "sinkgd1", "eager (generic keras.ops)"),
+    ("torch", "keras_batchopt", "adagradnorm", "eager (generic keras.ops)"),
     ("torch", "pytorch_optimizer", "sgdsai", "loop (foreach=False)"),
     ("torch", "pytorch_optimizer", "sgdsai", "foreach=True"),
 ]
@@ -53,6 +59,10 @@ def keras_optimizer(keras, cfg):
     if opt == "adamw":
         return keras.optimizers.AdamW(
             learning_rate=ADAMW_LR, weight_decay=WEIGHT_DECAY
+        )
+    if opt == "adagradnorm":
+        return keras_batchopt.optimizers.AdaGradNorm(
+            learning_rate=ADAGRAD_NORM_LR
         )
     if opt == "sgdsai":
         return keras_batchopt.optimizers.SGDSaI(
