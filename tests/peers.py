@@ -10,8 +10,10 @@ import types
 def timm_attribute(package, module, name):
     """`timm.<package>.<module>.<name>` without running timm/__init__.py.
 
-    timm imports torchvision at package import, and torchvision does not
-    install beside the CPU torch wheel (perf-baseline doc, section 1.3).
+    timm imports torchvision at package import (timm 1.0.31's
+    `timm/layers/create_norm.py` imports `torchvision.ops.misc`), and the
+    test environment has no torchvision beside the CPU torch wheel (timm is
+    installed with `pip install --no-deps timm`, see benchmarks/README.md).
     The optimizer and conv modules themselves need only torch, so register
     bare parent packages and import the module directly.
     """

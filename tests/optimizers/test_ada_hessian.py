@@ -2,7 +2,7 @@
 every backend: the optimizer alone (given Hessian-vector products), and
 through `fit` with the Hessian training step on separable quadratics,
 where the Hutchinson estimate is exact (`|Hz| = 2a` for any probe), so
-the trajectory does not depend on the seed (peers doc TL;DR 5 and A.8).
+the trajectory does not depend on the seed.
 """
 
 import keras

@@ -4,9 +4,11 @@ backend.
 Oracles: the NumPy reference written from Ward, Wu and Bottou
 (tests/references/adagrad_norm_numpy.py), for every accumulator; and
 `torch.optim.Adagrad` with `eps=0` for the coordinate-wise form (run in
-torch whatever the Keras backend). No library ships AdaGrad-Norm itself
-(peers doc A.2), which also asks for the loss-rescaling invariance checked
-here.
+torch whatever the Keras backend). None of optax 0.2.8,
+pytorch_optimizer 4.1.0, timm 1.0.31 or Keras 3.15 ships AdaGrad-Norm
+itself, so the tests also check the invariance to a constant factor on
+the loss that the accumulator gives (exact when `b0` is scaled too, nearly
+so with `b0` fixed).
 """
 
 import warnings

@@ -150,7 +150,9 @@ def test_oracle_detects_each_perturbation(variant):
 def test_optax_differs_as_documented():
     """optax.adan(0.2.8) uses 1 - b2 on the difference term: our reference
     reproduces it with that one change and differs from the official one.
-    The numbers are the peers doc's side-by-side run (section A.8)."""
+    The numbers are those of `pytorch_optimizer.Adan` 4.1.0 and timm
+    1.0.31's `Adan` (bit-equal to each other) and of `optax.adan` 0.2.8 on
+    the same float32 data, lr 0.01, default betas, no decay."""
     rng = np.random.RandomState(0)
     p0 = rng.randn(5)
     grads = [rng.randn(5) for _ in range(10)]

@@ -4,7 +4,8 @@ Oracles: the NumPy port of TensorFlow Addons' LAMB test reference
 (tests/references/lamb_numpy.py), `optax.lamb` (run in JAX whatever the
 Keras backend) and, without weight decay, `keras.optimizers.Lamb`.
 pytorch_optimizer's Lamb is a different variant (no bias correction, weight
-norm clamped at 10; peers doc TL;DR 2) and is not an oracle.
+norm clamped at 10: `clamp = 10.0` and `adam_debias` off by default in
+`pytorch_optimizer/optimizer/lamb.py`, version 4.1.0) and is not an oracle.
 """
 
 import keras

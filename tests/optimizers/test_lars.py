@@ -3,8 +3,8 @@
 Oracles: the NumPy reference written from SimCLR's LARS
 (tests/references/lars_numpy.py), `optax.lars` (run in JAX whatever the
 Keras backend) and timm's `Lars(always_adapt=True)` (run in torch whatever
-the Keras backend) in the cases where they agree with the paper form
-(peers doc TL;DR 3 and A.8): a constant learning rate (timm keeps it
+the Keras backend) in the cases where they agree with the paper form: a
+constant learning rate (timm keeps it
 outside the momentum buffer) and `trust_mode="sum_of_norms"` once weight
 decay is on.
 """

@@ -2,7 +2,9 @@
 
 Oracles: the NumPy reference written from the official algorithm
 (tests/references/sgd_sai_numpy.py) and the official `sgd_sai.SGD_sai`
-1.0.3, run in torch whatever the Keras backend (peers doc TL;DR 4), except
+1.0.3 (PyPI `sgd-sai`, the code of
+https://github.com/AnonymousAlethiometer/SGD_SaI), run in torch whatever
+the Keras backend, except
 with `momentum=0` and late first gradients, where the official code fails.
 """
 

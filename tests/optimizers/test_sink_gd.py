@@ -1,9 +1,10 @@
 """SinkGD against its NumPy reference and the paper's properties, on every
 backend.
 
-No peer library implements SinkGD (peers doc A.0), so the oracle is the
-float64 reference written from the paper (tests/references/sink_gd_numpy.py)
-and the property tests of peers doc A.2: the fixed point of the
+No peer library implements SinkGD (none of optax 0.2.8, pytorch_optimizer
+4.1.0, timm 1.0.31 or Keras 3.15), so the oracle is the float64 reference
+written from the paper (tests/references/sink_gd_numpy.py) and property
+tests of the paper's SR-Sinkhorn (arXiv 2502.06742): the fixed point of the
 normalization, invariance to the gradient's scale, no state for the
 matrices, and the documented AdamW routing.
 """

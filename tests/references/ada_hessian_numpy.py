@@ -1,13 +1,15 @@
 """NumPy reference for AdaHessian, written from the official code.
 
-Source: amirgholami/adahessian `image_classification/optim_adahessian.py`
+Source: the official code, https://github.com/amirgholami/adahessian at
+commit 85ebc00ce873c8497a64ca80bbfa5d996109efea (Yao et al., arXiv
+2006.00719): `image_classification/optim_adahessian.py`
 (`D = |Hz|`, rank-4 kernels averaged over their spatial axes, moving
 averages of `g` and `D**2`, `denom = (sqrt(v) / sqrt(bc2))**k + eps`,
 `w -= lr * (m / bc1 / denom + wd * w)`) and `instruction/adahessian.py`
-(dense kernels averaged over their input axis, contiguous blocks), as
-transcribed in shared/reference/algorithms.md A4, with the axes mapped to
-Keras's layouts (kernels `(*spatial, in, out)`). Float64 throughout. The
-Hessian-vector products are inputs: `step(grads, hvps, lr)`.
+(dense kernels averaged over their input axis, contiguous blocks), with
+the axes mapped to Keras's layouts (kernels `(*spatial, in, out)`).
+Float64 throughout. The Hessian-vector products are inputs:
+`step(grads, hvps, lr)`.
 
 `variant` switches exist only to prove the tests sensitive: each is a
 mistake a port can make, or another library's choice.

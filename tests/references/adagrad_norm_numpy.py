@@ -1,6 +1,7 @@
 """NumPy reference for AdaGrad-Norm, written from Ward, Wu and Bottou.
 
-Source: shared/reference/algorithms.md section A7 and the paper: one scalar
+Source: Ward, Wu and Bottou, "AdaGrad stepsizes: sharp convergence over
+nonconvex landscapes", arXiv 1806.01811 (AdaGrad-Norm): one scalar
 `b2 = b0^2 + sum_t ||G_t||^2` over the gradients of all variables (the
 current step included), `w = w - lr * g / sqrt(b2)`; the per-variable form
 keeps one `b2` per variable, the coordinate form one per entry (diagonal

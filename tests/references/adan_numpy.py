@@ -1,8 +1,11 @@
 """NumPy reference for Adan, written from the official code's update rule.
 
-Source: sail-sg/Adan `adan.py` (commit 2c65bea), as transcribed in
-shared/reference/algorithms.md section A1. Float64 throughout, so it is an
-oracle for float32 implementations. The `variant` switches exist only to
+Source: `adan.py` of the official code, https://github.com/sail-sg/Adan at
+commit 2c65beaf400775753b155da4082c3819fea689b9 (Xie et al., arXiv
+2208.06677; the code's Adam-style betas, zero initial moments, bias
+correction and epsilon outside the square root, not the paper's
+Algorithm 1). Float64 throughout, so it is an oracle for float32
+implementations. The `variant` switches exist only to
 prove the tests sensitive: each one is a mistake a port can make (see
 tests/optimizers/test_adan.py::test_oracle_detects_each_perturbation).
 """

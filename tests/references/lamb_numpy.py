@@ -1,13 +1,15 @@
 """NumPy reference for LAMB, ported from the TensorFlow Addons test oracle.
 
-Source: tensorflow/addons `optimizers/tests/lamb_test.py::lamb_update_numpy`
-(archived repo, d208d75), as transcribed in shared/reference/algorithms.md
-section A2 and peers-data-demand.md (tensorflow/addons): Adam moments with
-bias correction, `update = m_hat / (sqrt(v_hat) + eps) + wd * w`, ratio
-`||w|| / ||update||` with 1.0 when either norm is 0, `w -= lr * ratio *
-update`; `exclude_from_layer_adaptation` defaults to the decay exclusions.
-Float64 throughout. The `variant` switches exist only to prove the tests
-sensitive: each is a mistake a port can make, or another library's choice.
+Source: https://github.com/tensorflow/addons (archived) at commit
+d208d752e98c310280938efa939117bf635a60a8,
+`tensorflow_addons/optimizers/tests/lamb_test.py::lamb_update_numpy` and
+`tensorflow_addons/optimizers/lamb.py` (You et al., arXiv 1904.00962): Adam
+moments with bias correction, `update = m_hat / (sqrt(v_hat) + eps) + wd *
+w`, ratio `||w|| / ||update||` with 1.0 when either norm is 0, `w -= lr *
+ratio * update`; `exclude_from_layer_adaptation` defaults to the decay
+exclusions (`lamb.py`). Float64 throughout. The `variant` switches exist
+only to prove the tests sensitive: each is a mistake a port can make, or
+another library's choice.
 """
 
 import numpy as np

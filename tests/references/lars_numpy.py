@@ -1,7 +1,9 @@
 """NumPy reference for LARS, written from the SimCLR reference optimizer.
 
-Source: google-research/simclr `lars_optimizer.py` (classic momentum
-branch), as transcribed in shared/reference/algorithms.md section A3:
+Source: `lars_optimizer.py` (and its copy `tf2/lars_optimizer.py`), classic
+momentum branch, of https://github.com/google-research/simclr at commit
+383d4143fd8cf7879ae10f1046a9baeb753ff438 (You, Gitman and Ginsburg, arXiv
+1708.03888):
 `g += wd * w` (when decayed), `trust = eta * ||w|| / ||g||` (1 when either
 norm is 0), `v = m * v + lr * trust * g`, `w -= v` (Nesterov:
 `w -= m * v + lr * trust * g`). The paper's sum-of-norms denominator

@@ -1,11 +1,35 @@
 """NumPy (float64) references of the official normalization modules.
 
-Written from the official code, in its NCHW layout (algorithms.md C1-C3,
-C7, C8; peers doc A.5): PyTorch BatchNorm semantics wherever the official
-module is a PyTorch BatchNorm (biased variance to normalize, unbiased for
-the running variance, `momentum` the weight of the new value).
+Written from the official code, in its NCHW layout, with PyTorch
+`torch.nn.BatchNorm2d` semantics wherever the official module is a PyTorch
+BatchNorm (biased variance to normalize, unbiased for the running variance,
+`momentum` the weight of the new value).
 Each function returns the output and the new state; states are dicts of
 float64 arrays.
+
+Sources (read, not copied):
+* Ghost BN: `main_gbn.py` of https://github.com/eladhoffer/bigBatch at
+  commit 0c69f288a6172a292aad2719e985a4eb80b8e33a (Hoffer, Hubara and
+  Soudry, arXiv 1705.08741); tf-keras 2's
+  `tf_keras/legacy_tf_layers/normalization_test.py::testGhostBN4DimsAxis3`
+  (https://github.com/keras-team/tf-keras at commit
+  dd0a7237b9b24132dba3f491f3c84b0094ab796e).
+* Weight Standardization: the PyTorch `Conv2d` in the README of
+  https://github.com/joe-siyuan-qiao/WeightStandardization at commit
+  d81e50d05ad449fe4b4b0a70d964a28050961dbb (Qiao et al., arXiv 1903.10520).
+* Scaled Weight Standardization: `WSConv2D.standardize_weight` in
+  `nfnets/base.py` of https://github.com/google-deepmind/deepmind-research
+  at commit 68a1754d293e04d278dfb649b2d59512f32351a7 (Brock, De, Smith and
+  Simonyan, arXiv 2102.06171).
+* Batch-Channel Normalization: `BCNorm` and `EstBN` in the README of
+  https://github.com/joe-siyuan-qiao/Batch-Channel-Normalization at commit
+  0244c3e99417a511b60171fd86783c904d0132c0 (Qiao et al., arXiv 1911.09738).
+* IBN-Net: `IBN` in `ibnnet/modules.py` of
+  https://github.com/XingangPan/IBN-Net at commit
+  d1673389b36c1180cf9bc35ea8260d84046da915 (Pan et al., arXiv 1807.09441).
+* Region Normalization: `RN_binarylabel`, `RN_B`, `RN_L` and
+  `SelfAware_Affine` in `rn.py` of https://github.com/geekyutao/RN at commit
+  b0a9476bd78d0681b572aebb881766c2072f94dc (Yu et al., arXiv 1911.10375).
 """
 
 import numpy as np
@@ -115,8 +139,9 @@ def batch_norm_inference(x, state, eps, gamma, beta):
 
 # ----------------------------------------------------- weight standardization
 def weight_standardization_official(weight, eps=1e-5):
-    """The official WS `Conv2d.forward` (BCN repo): mean over the fan-in,
-    unbiased std + eps. `weight` is PyTorch's `(out, in, *kernel)`."""
+    """The official WS `Conv2d.forward` (WeightStandardization README): mean
+    over the fan-in, unbiased std + eps. `weight` is PyTorch's
+    `(out, in, *kernel)`."""
     mean = weight.reshape(weight.shape[0], -1).mean(1)
     centered = weight - mean.reshape((-1,) + (1,) * (weight.ndim - 1))
     std = centered.reshape(weight.shape[0], -1).std(1, ddof=1) + eps

@@ -1,5 +1,24 @@
-"""Plain-Python references of the schedules, written from algorithms.md B1-B4
-and the cited papers (independent of keras_batchopt's code)."""
+"""Plain-Python references of the schedules, written from the papers
+(independent of keras_batchopt's code):
+
+* WSD: Hu et al., "MiniCPM: Unveiling the Potential of Small Language Models
+  with Scalable Training Strategies", arXiv 2404.06395 (warmup, stable,
+  decay; exponential decay); Hägele et al., "Scaling Laws and
+  Compute-Optimal Training Beyond Fixed Training Durations", arXiv
+  2405.18392 (the 1-sqrt cooldown).
+* Power: Shen et al., "Power Scheduler: A Batch Size and Token Number
+  Agnostic Learning Rate Scheduler", arXiv 2408.13359.
+* Infinite: Ibrahim et al., "Simple and Scalable Strategies to Continually
+  Pre-train Large Language Models", arXiv 2403.08763 (inverse-sqrt
+  cooldown); Singh et al., "Beyond Cosine Decay: On the effectiveness of
+  Infinite Learning Rate Schedule for Continual Pre-training", arXiv
+  2503.02844 (cosine cooldown, annealing).
+* Gradual warmup: Goyal et al., "Accurate, Large Minibatch SGD: Training
+  ImageNet in 1 Hour", arXiv 1706.02677.
+
+The `pyopt_jump` variant is `get_wsd_schedule` of pytorch-optimizer 4.1.0
+(`pytorch_optimizer/lr_scheduler/wsd.py`).
+"""
 
 import math
 

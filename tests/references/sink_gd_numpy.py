@@ -1,7 +1,8 @@
 """NumPy reference for SinkGD, written from the paper's SR-Sinkhorn.
 
-Source: Scetbon, Ma, Gong and Meeds, arXiv 2502.06742, Algorithms 3/4, as
-transcribed in shared/reference/algorithms.md section A6: for a matrix
+Source: Scetbon, Ma, Gong and Meeds, "Gradient Multi-Normalization for
+Stateless and Scalable LLM Training", arXiv 2502.06742, Algorithms 3 and 4
+(SR-Sinkhorn; no official code was published): for a matrix
 `W` (m x n, rows = output units of `y = W x`) and gradient `G`, `X = G`,
 then `num_iterations` times: every row to l2 norm sqrt(n), then every column
 to l2 norm sqrt(m); `W -= lr * X`. Norms are floored at `sinkhorn_epsilon`

@@ -1,23 +1,30 @@
 """NumPy (float64) references of the official transformer normalization modules.
 
 Test oracles for PowerNormalization, UnifiedNormalization,
-RepBatchNormalization and ProgressiveRepBN (algorithms.md C4, C5, C6). Each
-class below was written from the official PyTorch code (read, not copied) and
-checked against a re-typed copy of that code in float64 (forward outputs,
-input/parameter gradients of autograd, every state buffer, after each of
->= 12 training steps).
+RepBatchNormalization and ProgressiveRepBN (papers: Shen et al., arXiv
+2003.07845; Yang et al., arXiv 2208.01313; Guo et al., arXiv 2405.11582).
+Each class below was written from the official PyTorch code (read, not
+copied) and checked against a re-typed copy of that code in float64
+(forward outputs, input/parameter gradients of autograd, every state
+buffer, after each of >= 12 training steps).
 
 Sources
 -------
-* PowerNorm: sIncerass/powernorm, ``fairseq/modules/norms/mask_powernorm.py``
-  (``GroupScaling1D``, ``PowerFunction``, ``MaskPowerNorm``).
-* Unified Normalization: hikvision-research/Unified-Normalization,
+* PowerNorm: https://github.com/sIncerass/powernorm at commit
+  9ea6226a3203d5d6fcee07a5c6dec38ec6bc5e9f,
+  ``fairseq/modules/norms/mask_powernorm.py`` (``GroupScaling1D``,
+  ``PowerFunction``, ``MaskPowerNorm``).
+* Unified Normalization:
+  https://github.com/hikvision-research/Unified-Normalization at commit
+  0ce9bf26837f94c58ae5dd0d206ad3aa32d82d07,
   ``neural_machine_translation/fairseq/modules/unified_normalization/
   unified_normalization.py`` (``UN2dFunction``, ``UN1d``; the
   ``image_classification`` copy is identical).
-* RepBN / PRepBN: xinghaochen/SLAB, ``classification/models/prepbn.py``
-  (``RepBN``, ``LinearNorm``), with ``norm1 = LayerNorm(eps=1e-6)`` and
-  ``norm2 = RepBN`` (``BatchNorm1d`` with PyTorch defaults) as SLAB builds it.
+* RepBN / PRepBN: https://github.com/xinghaochen/SLAB at commit
+  f58db00b9db3959b5de03986f454aa5ff064279a,
+  ``classification/models/prepbn.py`` (``RepBN``, ``LinearNorm``), with
+  ``norm1 = LayerNorm(eps=1e-6)`` and ``norm2 = RepBN`` (``BatchNorm1d``
+  with PyTorch defaults) as SLAB builds it.
 
 Layout and masks
 ----------------

@@ -102,9 +102,10 @@ def test_wsd_exponential_half_life_and_fractions():
     assert raw == pytest.approx(0.5, rel=1e-5)
 
 
-# pytorch_optimizer tests/test_lr_schedulers.py::test_wsd_lr_scheduler
-# (peers doc A.4): lr 1e-3, warmup 2, stable 2, decay 3, min_lr_ratio 0.1,
-# read after each of 9 scheduler steps, i.e. at steps 1..9.
+# pytorch_optimizer's own test, tests/test_lr_schedulers.py::
+# test_wsd_lr_scheduler (https://github.com/kozistr/pytorch_optimizer):
+# lr 1e-3, warmup 2, stable 2, decay 3, min_lr_ratio 0.1, read after each
+# of 9 scheduler steps, i.e. at steps 1..9.
 PYOPT_COSINE = [5e-4, 1e-3, 1e-3, 1e-3, 7.75e-4, 3.25e-4, 1e-4, 1e-4, 1e-4]
 
 
@@ -177,8 +178,8 @@ def test_wsd_documented_difference_from_pytorch_optimizer(shape):
 
 @pytest.mark.parametrize("shape", ["1-sqrt", "linear", "1-square"])
 def test_pyopt_golden_values_reproduced(shape):
-    """The peers doc's pytorch-optimizer values (min_lr_ratio 0.1), read
-    after steps 5 and 6, come from the 0-ending shapes."""
+    """pytorch-optimizer's `test_wsd_lr_scheduler` values (min_lr_ratio
+    0.1), read after steps 5 and 6, come from the 0-ending shapes."""
     golden = {
         "1-sqrt": [4.226e-4, 1.835e-4],
         "1-square": [8.888e-4, 5.555e-4],
