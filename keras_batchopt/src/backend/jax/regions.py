@@ -151,13 +151,7 @@ def _moments(x, mask, axis, epsilon):
     sizes = jnp.where(sizes == 0, jnp.ones_like(sizes), sizes)
     centered = x - _select(_sums(x, mask, axis) / sizes, mask, axis)
     residuals = _sums(centered, mask, axis)
-    axes = tuple(i for i in range(x.ndim) if i != axis)
-    squares = jnp.stack(
-        [
-            jnp.sum(centered * mask * centered, axes),
-            jnp.sum(centered * (1.0 - mask) * centered, axes),
-        ]
-    )
+    squares = _sums(jnp.square(centered), mask, axis)
     correction = residuals / sizes
     variance = (squares - residuals * correction) / total + epsilon
     scale = jax.lax.rsqrt(variance) * jnp.sqrt(sizes / total)

@@ -254,6 +254,27 @@ class RegionNormalization(keras.layers.Layer):
         mask = ops.stop_gradient(ops.cast(attention >= self.threshold, x.dtype))
         return attention, mask
 
+    def _region_affine(self, x, axis):
+        """RN-B's `(2, channels)` table of gammas (region, rest) and its
+        offset; zeros for RN-L, whose affine is pixel-wise."""
+        channels = x.shape[axis]
+        if self.mode == "learned":
+            return (
+                ops.zeros((2, channels), x.dtype),
+                ops.zeros((channels,), x.dtype),
+            )
+        gammas = ops.stack(
+            [
+                ops.cast(self.foreground_gamma, x.dtype),
+                ops.cast(self.background_gamma, x.dtype),
+            ]
+        )
+        # Both offsets everywhere, as the official code adds them.
+        offset = ops.cast(self.foreground_beta, x.dtype) + ops.cast(
+            self.background_beta, x.dtype
+        )
+        return gammas, offset
+
     def call(self, inputs, region_mask=None, training=None):
         x = statistics.upcast(inputs)
         if self.mode == "basic":
@@ -266,21 +287,7 @@ class RegionNormalization(keras.layers.Layer):
                 )
             attention, mask = self._learned_map(x)
         axis = self.axis % len(x.shape)
-        channels = x.shape[axis]
-        if self.mode == "basic":
-            gammas = ops.stack(
-                [
-                    ops.cast(self.foreground_gamma, x.dtype),
-                    ops.cast(self.background_gamma, x.dtype),
-                ]
-            )
-            # Both offsets everywhere, as the official code adds them.
-            offset = ops.cast(self.foreground_beta, x.dtype) + ops.cast(
-                self.background_beta, x.dtype
-            )
-        else:
-            gammas = ops.zeros((2, channels), x.dtype)
-            offset = ops.zeros((channels,), x.dtype)
+        gammas, offset = self._region_affine(x, axis)
         outputs = statistics.region_normalize(
             x, mask, axis, gammas, offset, self.epsilon, self.synchronized
         )
