@@ -15,9 +15,13 @@ of the training step). A custom JVP (not VJP) keeps forward mode, and so
 forward-over-reverse Hessian-vector products, working.
 
 `region_normalize` is the whole normalization of RegionNormalization
-with one custom JVP (see its docstring): its reverse mode reads the input
-and the cotangent in a few fused passes where the JVPs of the sums and
-selections above left XLA about twice as many.
+(the corrected two-pass moments, then the per-region affine) with one
+custom JVP, written with the same two forms, so that its transpose is the
+closed-form gradient: one product for the per-region sums of the
+cotangent, one for those of `cotangent * centered`, and one fused pass
+for the input's gradient. Composing the JVPs of the sums and selections
+instead leaves XLA (CPU, jaxlib 0.10) one more full-size temporary and
+one more product per training step.
 
 Layouts: the channels are last (`x` is viewed as `(positions, C)`) or on
 axis 1 (`x` as `(batch, C, positions)`, a batched product).
@@ -167,6 +171,8 @@ def _normalized(centered, correction, amplitude, offset, mask, axis):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 5))
 def _region_normalize(x, mask, axis, gammas, offset, epsilon):
+    """`statistics.region_normalize` (no synchronization: a jitted step
+    under `keras.distribution` already reduces over the global batch)."""
     centered, correction, scale, _, _ = _moments(x, mask, axis, epsilon)
     amplitude = scale * (1.0 + gammas)
     return _normalized(centered, correction, amplitude, offset, mask, axis)
@@ -182,8 +188,13 @@ def _region_normalize_jvp(axis, epsilon, primals, tangents):
     )
     amplitude = scale * (1.0 + gammas)
     y = _normalized(centered, correction, amplitude, offset, mask, axis)
-    # Tangents of the means and of the sums of squares (over N): masked
-    # sums, whose transposes are selects fused into the input's gradient.
+    # With xh = x - mean_R, y = xh * a_R + offset and a_R = s_R (1 + g_R),
+    # s_R = sqrt(n_R / N) / sqrt(S_R / N + eps), S_R = sum_R xh^2:
+    # dy = (dx - d_mean_R) a_R + xh da_R + d_offset, d_mean_R =
+    # sum_R dx / n_R, dS_R = 2 sum_R xh dx, ds_R = -s_R dS_R / (2 N v_R),
+    # v_R = S_R / N + eps.
+    # The sums of dx are masked sums, whose transposes are selects fused
+    # into the input's gradient.
     inside = mask > 0.5
     d_sums = _masked_sums(dx, inside, axis)
     d_squares = _masked_sums(dx * centered, inside, axis) - correction * d_sums
