@@ -430,6 +430,31 @@ def test_rn_gradient(float64):
     helpers.check_gradient(lambda v: layer(v, region_mask=mask), x)
 
 
+@pytest.mark.parametrize("layout", helpers.LAYOUTS)
+def test_rn_gradient_of_the_affine_weights(float64, layout):
+    # RN-B's gradient with respect to its four affine weights (stacked as
+    # one (4, channels) value) and, in channels_first, to the input: the
+    # JAX code differentiates the whole normalization by its own rule.
+    rng = np.random.default_rng(15)
+    x = helpers.to_layout(rng.normal(size=(2, 3, 5, 4)) + 2.0, layout)
+    mask = helpers.to_layout(_mask(rng, 2, (5, 4)), layout)
+    layer = layers.RegionNormalization(data_format=layout, dtype="float64")
+    layer.build(x.shape)
+    order = [v.name for v in layer.trainable_variables]
+    values = _rn_affine(rng, 3)
+    stacked = np.stack([values[name] for name in order])
+
+    def of_weights(w):
+        outputs, _ = layer.stateless_call(
+            [w[i] for i in range(4)], [], x, region_mask=mask
+        )
+        return outputs
+
+    helpers.check_gradient(of_weights, stacked)
+    _assign(layer, **values)
+    helpers.check_gradient(lambda v: layer(v, region_mask=mask), x)
+
+
 # ------------------------------------------------------------ bad arguments
 @pytest.mark.parametrize(
     "make, message",

@@ -254,6 +254,27 @@ class RegionNormalization(keras.layers.Layer):
         mask = ops.stop_gradient(ops.cast(attention >= self.threshold, x.dtype))
         return attention, mask
 
+    def _region_affine(self, x, axis):
+        """RN-B's `(2, channels)` table of gammas (region, rest) and its
+        offset; zeros for RN-L, whose affine is pixel-wise."""
+        channels = x.shape[axis]
+        if self.mode == "learned":
+            return (
+                ops.zeros((2, channels), x.dtype),
+                ops.zeros((channels,), x.dtype),
+            )
+        gammas = ops.stack(
+            [
+                ops.cast(self.foreground_gamma, x.dtype),
+                ops.cast(self.background_gamma, x.dtype),
+            ]
+        )
+        # Both offsets everywhere, as the official code adds them.
+        offset = ops.cast(self.foreground_beta, x.dtype) + ops.cast(
+            self.background_beta, x.dtype
+        )
+        return gammas, offset
+
     def call(self, inputs, region_mask=None, training=None):
         x = statistics.upcast(inputs)
         if self.mode == "basic":
@@ -265,67 +286,15 @@ class RegionNormalization(keras.layers.Layer):
                     "and takes no `region_mask`. Received: a region_mask"
                 )
             attention, mask = self._learned_map(x)
-        rank = len(x.shape)
-        axis = self.axis % rank
-        # Sums over the batch (of every replica when synchronized); row 0
-        # of each (2, channels) table is the region, row 1 the rest.
-        total, size_in, size_out, sums = statistics.all_reduce_sum(
-            [
-                ops.cast(ops.size(mask), x.dtype),
-                ops.sum(mask),
-                ops.sum(1.0 - mask),
-                statistics.region_sums(x, mask, axis),
-            ],
-            self.synchronized,
+        axis = self.axis % len(x.shape)
+        gammas, offset = self._region_affine(x, axis)
+        outputs = statistics.region_normalize(
+            x, mask, axis, gammas, offset, self.epsilon, self.synchronized
         )
-        sizes = ops.stack([size_in, size_out])
-        sizes = ops.expand_dims(
-            ops.where(sizes == 0, ops.ones_like(sizes), sizes), 1
-        )
-        centered = statistics.region_select(-sums / sizes, mask, axis, x)
-        # Two-pass moments: the sums of `centered` (0 but for the rounding
-        # of the means) correct the means and the squares (the corrected
-        # two-pass algorithm), which keeps large-mean inputs exact. They
-        # are 0 as functions of `x`: no gradient flows through them.
-        squares, residuals = statistics.all_reduce_sum(
-            [
-                statistics.region_sums(ops.square(centered), mask, axis),
-                ops.stop_gradient(statistics.region_sums(centered, mask, axis)),
-            ],
-            self.synchronized,
-        )
-        correction = residuals / sizes
-        squares = squares - residuals * correction
-        scales = ops.rsqrt(squares / total + self.epsilon) * ops.sqrt(
-            sizes / total
-        )
-        if self.mode == "basic":
-            gammas = ops.stack(
-                [
-                    ops.cast(self.foreground_gamma, x.dtype),
-                    ops.cast(self.background_gamma, x.dtype),
-                ]
-            )
-            scales = scales * (1.0 + gammas)
-            # Both offsets everywhere, as the official code adds them.
-            offset = ops.cast(self.foreground_beta, x.dtype) + ops.cast(
-                self.background_beta, x.dtype
-            )
-            # y = (centered - correction) * scale + offset per region.
-            outputs = statistics.region_select(
-                offset - correction * scales,
-                mask,
-                axis,
-                centered * statistics.region_select(scales, mask, axis),
-            )
-        else:
+        if self.mode == "learned":
             gamma = ops.cast(self.gamma_conv(attention), x.dtype)
             beta = ops.cast(self.beta_conv(attention), x.dtype)
-            centered = statistics.region_select(
-                -correction, mask, axis, centered
-            )
-            scale = statistics.region_select(scales, mask, axis)
-            outputs = centered * scale * (1.0 + gamma) + beta
+            outputs = outputs * (1.0 + gamma) + beta
         return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):

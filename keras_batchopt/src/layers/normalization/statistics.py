@@ -349,3 +349,60 @@ def region_select(table, mask, axis, base=None):
         ops.reshape(table[1], shape),
     )
     return selected if base is None else base + selected
+
+
+def region_normalize(x, mask, axis, gammas, offset, epsilon, synchronized):
+    """RegionNormalization's normalization of `x`: per channel and region
+    (the binary `mask`, as for `region_sums`),
+    `(x - mean_R) * scale_R * (1 + gamma_R) + offset`, with
+    `scale_R = sqrt(n_R / N) / sqrt(var_R + epsilon)`,
+    `var_R = sum over R of (x - mean_R)^2 / N`, `N` the number of
+    positions and `n_R` that of region `R` (an empty region gives
+    `offset`).
+
+    `gammas` is a `(2, channels)` table (row 0: the region, row 1: the
+    rest) and `offset` a vector of channels. The moments are the corrected
+    two-pass ones (the sums of the centered values correct the means and
+    the squares), so inputs with large means keep float32 accuracy; they
+    are summed over every replica when `synchronized` (see
+    `all_reduce_sum`). A backend may compute all of it as one function
+    with its own derivative where there is nothing to synchronize.
+    """
+    module = fast_module("regions")
+    normalize = getattr(module, "region_normalize", None)
+    if normalize is not None and _distribute(synchronized) is None:
+        return normalize(x, mask, axis, gammas, offset, epsilon)
+    total, size_in, size_out, sums = all_reduce_sum(
+        [
+            ops.cast(ops.size(mask), x.dtype),
+            ops.sum(mask),
+            ops.sum(1.0 - mask),
+            region_sums(x, mask, axis),
+        ],
+        synchronized,
+    )
+    sizes = ops.stack([size_in, size_out])
+    sizes = ops.expand_dims(
+        ops.where(sizes == 0, ops.ones_like(sizes), sizes), 1
+    )
+    centered = region_select(-sums / sizes, mask, axis, x)
+    # The sums of `centered` (0 but for the rounding of the means) are 0
+    # as functions of `x`: no gradient flows through them.
+    squares, residuals = all_reduce_sum(
+        [
+            region_sums(ops.square(centered), mask, axis),
+            ops.stop_gradient(region_sums(centered, mask, axis)),
+        ],
+        synchronized,
+    )
+    correction = residuals / sizes
+    squares = squares - residuals * correction
+    scales = ops.rsqrt(squares / total + epsilon) * ops.sqrt(sizes / total)
+    amplitudes = scales * (1.0 + gammas)
+    # (centered - correction) * amplitude + offset per region.
+    return region_select(
+        offset - correction * amplitudes,
+        mask,
+        axis,
+        centered * region_select(amplitudes, mask, axis),
+    )
