@@ -21,13 +21,30 @@ def _check_shapes(data, candidates):
         )
 
 
+# backend name -> its `nearest_noise` module or None. Filled at import for
+# the current backend: `torch.compile` cannot trace an import.
+_MODULES = {}
+
+
+def _backend_module():
+    backend = dispatch.backend_name()
+    if backend not in _MODULES:
+        _MODULES[backend] = dispatch.backend_module(
+            "nearest_noise", required=False
+        )
+    return _MODULES[backend]
+
+
+_backend_module()
+
+
 def _fast_module():
     """The backend's `nearest_noise` module (torch: the distances a few
     samples at a time, bit-identical), or None: no such module, or
     `keras_batchopt.config.fast_paths_enabled()` is False."""
     if not config.fast_paths_enabled():
         return None
-    return dispatch.backend_module("nearest_noise", required=False)
+    return _backend_module()
 
 
 def _nearest_index(x, z, quantize):
