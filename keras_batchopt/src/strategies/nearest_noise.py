@@ -87,8 +87,8 @@ def nearest_noise(data, candidates, quantize=True):
     Note:
         On torch (eager), the distances are computed a few samples at a
         time in place, with the same operations, so the pick is
-        bit-identical and several times faster;
-        `keras_batchopt.config.fast_paths(False)` runs the generic code.
+        bit-identical; `keras_batchopt.config.fast_paths(False)` runs the
+        generic code.
 
     Example:
 
