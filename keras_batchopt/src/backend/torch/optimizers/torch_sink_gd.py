@@ -4,9 +4,9 @@ For a matrix, the generic step's SR-Sinkhorn iterates only the row and
 column scale vectors, each norm a matrix-vector product with `G**2`; here
 the same operations, in the same order, run on torch tensors with `G**2`
 made once, and the step `w -= lr * (rows * G * columns + decay * w)` runs
-as one compiled in-place kernel (one dynamic-shape graph for every
-matrix), so the only full-size temporary is `G**2` (and `float32(G)` for a
-lower-precision gradient). The AdamW fallback (rank <= 1 variables,
+in place in that buffer (one dynamic-shape compiled graph for every matrix
+once "auto" compiles; eagerly before), so the only full-size temporary of
+a float32 matrix is `G**2`. The AdamW fallback (rank <= 1 variables,
 embeddings, excluded layers) repeats `SinkGD._adam_direction` with eager
 in-place torch operations.
 """
@@ -21,12 +21,19 @@ from keras_batchopt.src.backend.torch import compile_utils
 from keras_batchopt.src.ops.bias_correction import bias_correction
 
 
-def _sink_kernel(p, g, rows, columns, *, lr, weight_decay):
-    """`SinkGD.update_step` for a matrix, from its scale vectors; a
-    variable that is not decayed gets `weight_decay` 0."""
-    direction = (rows * g.float() * columns).to(p.dtype)
-    direction = direction + p * weight_decay
-    p.sub_(direction * lr)
+def _sink_kernel(p, g, buf, rows, columns, *, neg_lr, weight_decay):
+    """`SinkGD.update_step` for a matrix from its scale vectors, in place:
+    `buf` (float32, the matrix's shape; its content is overwritten) holds
+    `rows * g * columns`. A variable that is not decayed gets
+    `weight_decay` 0. `addcmul_(x, y, s)` adds the rounded product `x * s`,
+    as the generic `direction + w * decay` and `w - direction * lr` do, in
+    one pass: run eagerly (as "auto" does for its first seconds) this step
+    allocates no full-size temporary for a float32 variable."""
+    torch.mul(rows, g.float(), out=buf)
+    buf.mul_(columns)
+    direction = buf.to(p.dtype)
+    direction.addcmul_(p, weight_decay)
+    p.addcmul_(direction, neg_lr)
 
 
 @functools.cache
@@ -36,7 +43,8 @@ def _kernel():
 
 def _scales(optimizer, g):
     """`SinkGD._sinkhorn`'s `(rows, columns)` for a `(fan_in, fan_out)`
-    gradient, by the same operations in the same order."""
+    gradient, by the same operations in the same order, and `g**2` (in
+    float32), which the caller may overwrite."""
     fan_in, fan_out = g.shape
     squares = g.float().square()
     rows = torch.ones((fan_in, 1), dtype=torch.float32, device=g.device)
@@ -53,7 +61,7 @@ def _scales(optimizer, g):
         )
     if optimizer.output_scale == "unit_frobenius":
         rows = rows / math.sqrt(fan_in * fan_out)
-    return rows, columns
+    return rows, columns, squares
 
 
 def _adam_update(optimizer, variable, p, g, i, lr):
@@ -88,8 +96,8 @@ def update_step(optimizer, grads, variables, learning_rate):
             decay, no_decay = compile_utils.scalars(
                 [optimizer.weight_decay or 0.0, 0.0], p.dtype, p.device
             )
-            per_dtype[p.dtype] = (lr, decay, no_decay)
-        lr, decay, no_decay = per_dtype[p.dtype]
+            per_dtype[p.dtype] = (lr, -lr, decay, no_decay)
+        lr, neg_lr, decay, no_decay = per_dtype[p.dtype]
         i = index(variable)
         if optimizer._uses_adamw[i]:
             _adam_update(optimizer, variable, p, g, i, lr)
@@ -100,12 +108,13 @@ def update_step(optimizer, grads, variables, learning_rate):
         # guard on, as `compile_utils.flat`).
         p2 = p.view(fan_in, fan_out).detach()
         g2 = g.view(fan_in, fan_out).detach()
-        rows, columns = _scales(optimizer, g2)
+        rows, columns, squares = _scales(optimizer, g2)
         kernel(
             p2,
             g2,
+            squares,
             rows,
             columns,
-            lr=lr,
+            neg_lr=neg_lr,
             weight_decay=decay if optimizer._decays(variable) else no_decay,
         )
