@@ -5,10 +5,10 @@ column scale vectors, each norm a matrix-vector product with `G**2`; here
 the same operations, in the same order, run on torch tensors with `G**2`
 made once, and the step `w -= lr * (rows * G * columns + decay * w)` runs
 in place in that buffer (one dynamic-shape compiled graph for every matrix
-once "auto" compiles; eagerly before), so the only full-size temporary of
-a float32 matrix is `G**2`. The AdamW fallback (rank <= 1 variables,
-embeddings, excluded layers) repeats `SinkGD._adam_direction` with eager
-in-place torch operations.
+once "auto" compiles; eagerly before). The buffer is kept and reused, so a
+float32 matrix's step allocates no full-size tensor. The AdamW fallback
+(rank <= 1 variables, embeddings, excluded layers) repeats
+`SinkGD._adam_direction` with eager in-place torch operations.
 """
 
 import functools
@@ -29,7 +29,7 @@ def _sink_kernel(p, g, buf, rows, columns, *, neg_lr, weight_decay):
     as the generic `direction + w * decay` and `w - direction * lr` do, in
     one pass: run eagerly (as "auto" does for its first seconds) this step
     allocates no full-size temporary for a float32 variable."""
-    torch.mul(rows, g.float(), out=buf)
+    torch.mul(g.float(), rows, out=buf)  # = rows * g, faster
     buf.mul_(columns)
     direction = buf.to(p.dtype)
     direction.addcmul_(p, weight_decay)
@@ -41,12 +41,32 @@ def _kernel():
     return compile_utils.CompiledKernel(_sink_kernel, "SinkGD")
 
 
+def _scratch(optimizer, g):
+    """A float32 buffer of `g`'s shape, reused across matrices and steps.
+
+    A fresh full-size tensor each step would cost more than the arithmetic:
+    the allocator returns large blocks to the system, and every page of a
+    new one faults on first touch. One buffer, grown to the largest matrix,
+    is kept on the optimizer (it is scratch space, not optimizer state).
+    """
+    buffer = getattr(optimizer, "_torch_sink_gd_scratch", None)
+    if (
+        buffer is None
+        or buffer.numel() < g.numel()
+        or buffer.device != g.device
+    ):
+        buffer = torch.empty(g.numel(), dtype=torch.float32, device=g.device)
+        optimizer._torch_sink_gd_scratch = buffer
+    return buffer[: g.numel()].view(g.shape)
+
+
 def _scales(optimizer, g):
     """`SinkGD._sinkhorn`'s `(rows, columns)` for a `(fan_in, fan_out)`
     gradient, by the same operations in the same order, and `g**2` (in
-    float32), which the caller may overwrite."""
+    float32, in the optimizer's scratch buffer), which the caller may
+    overwrite."""
     fan_in, fan_out = g.shape
-    squares = g.float().square()
+    squares = torch.square(g.float(), out=_scratch(optimizer, g))
     rows = torch.ones((fan_in, 1), dtype=torch.float32, device=g.device)
     columns = torch.ones((1, fan_out), dtype=torch.float32, device=g.device)
     eps = optimizer.sinkhorn_epsilon
@@ -64,16 +84,24 @@ def _scales(optimizer, g):
     return rows, columns, squares
 
 
-def _adam_update(optimizer, variable, p, g, i, lr):
+def _bias_corrections(optimizer, dtype):
+    """`SinkGD._adam_direction`'s two bias corrections, for `dtype`."""
+    step = ops.cast(optimizer.iterations + 1, dtype)
+    return (
+        bias_correction(optimizer.adam_beta_1, step, dtype),
+        bias_correction(optimizer.adam_beta_2, step, dtype),
+    )
+
+
+def _adam_update(optimizer, variable, p, g, i, lr, corrections):
     """`SinkGD._adam_direction` and the AdamW step, in place."""
     b1, b2 = optimizer.adam_beta_1, optimizer.adam_beta_2
-    step = ops.cast(optimizer.iterations + 1, p.dtype)
     m = optimizer._momentums[i].value
     v = optimizer._velocities[i].value
     m.copy_(m * b1 + g * (1.0 - b1))
     v.copy_(v * b2 + torch.square(g) * (1.0 - b2))
-    direction = m / bias_correction(b1, step, p.dtype)
-    v_hat = v / bias_correction(b2, step, p.dtype)
+    direction = m / corrections[0]
+    v_hat = v / corrections[1]
     direction /= torch.sqrt(v_hat) + optimizer.epsilon
     if optimizer._decays(variable):
         direction += p * optimizer.weight_decay
@@ -96,11 +124,12 @@ def update_step(optimizer, grads, variables, learning_rate):
             decay, no_decay = compile_utils.scalars(
                 [optimizer.weight_decay or 0.0, 0.0], p.dtype, p.device
             )
-            per_dtype[p.dtype] = (lr, -lr, decay, no_decay)
-        lr, neg_lr, decay, no_decay = per_dtype[p.dtype]
+            corrections = _bias_corrections(optimizer, p.dtype)
+            per_dtype[p.dtype] = (lr, -lr, decay, no_decay, corrections)
+        lr, neg_lr, decay, no_decay, corrections = per_dtype[p.dtype]
         i = index(variable)
         if optimizer._uses_adamw[i]:
-            _adam_update(optimizer, variable, p, g, i, lr)
+            _adam_update(optimizer, variable, p, g, i, lr, corrections)
             continue
         fan_out = p.shape[-1]
         fan_in = p.numel() // fan_out
