@@ -57,7 +57,8 @@ def _scratch(optimizer, g):
     ):
         buffer = torch.empty(g.numel(), dtype=torch.float32, device=g.device)
         optimizer._torch_sink_gd_scratch = buffer
-    return buffer[: g.numel()].view(g.shape)
+    # Detached: no view base for the compiled graph to guard on.
+    return buffer[: g.numel()].view(g.shape).detach()
 
 
 def _scales(optimizer, g):
