@@ -215,8 +215,12 @@ class SinkGD(BatchOptimizer):
           does).
     """
 
-    # The inherited TensorFlow fast path (this generic step compiled by XLA
-    # in graph-mode steps) applies; no SinkGD benchmark has been run yet.
+    # TensorFlow: the inherited fast path (this generic step compiled by XLA
+    # in graph-mode steps); torch: in-place updates from the scale vectors.
+    _fast_path_modules = {
+        **BatchOptimizer._fast_path_modules,
+        "torch": "optimizers.torch_sink_gd",
+    }
     _decay_in_update_step = True
 
     # How `scale_learning_rate(rule="auto")` scales it with the batch.
