@@ -25,10 +25,11 @@ def _sink_kernel(p, g, buf, rows, columns, *, neg_lr, weight_decay):
     """`SinkGD.update_step` for a matrix from its scale vectors, in place:
     `buf` (float32, the matrix's shape; its content is overwritten) holds
     `rows * g * columns`. A variable that is not decayed gets
-    `weight_decay` 0. `addcmul_(x, y, s)` adds the rounded product `x * s`,
-    as the generic `direction + w * decay` and `w - direction * lr` do, in
-    one pass: run eagerly (as "auto" does for its first seconds) this step
-    allocates no full-size temporary for a float32 variable."""
+    `weight_decay` 0. `addcmul_(x, y, s)` computes the generic
+    `direction + w * decay` and `w - direction * lr` in one pass each (the
+    CPU kernel may fuse the multiply and the add, one rounding fewer than
+    the generic code): run eagerly (as "auto" does for its first seconds)
+    this step allocates no full-size temporary for a float32 variable."""
     torch.mul(g.float(), rows, out=buf)  # = rows * g, faster
     buf.mul_(columns)
     direction = buf.to(p.dtype)
