@@ -10,11 +10,6 @@ from keras_batchopt.src.optimizers.slots import scalar_slot_name
 ACCUMULATORS = ("global", "per_variable", "coordinate")
 
 
-def squared_norm(x):
-    """`||x||^2` in float32."""
-    return sum_of_squares(x)
-
-
 @keras_batchopt_export("keras_batchopt.optimizers.AdaGradNorm")
 class AdaGradNorm(BatchOptimizer):
     """AdaGrad-Norm: one adaptive step size from the gradient norms.
@@ -177,7 +172,7 @@ class AdaGradNorm(BatchOptimizer):
 
     def _transform_gradients(self, grads, trainable_variables):
         if self.accumulator == "global":
-            total = ops.sum(ops.stack([squared_norm(g) for g in grads]))
+            total = ops.sum(ops.stack([sum_of_squares(g) for g in grads]))
             self.assign_add(self._global_accumulator, total)
         return grads
 
@@ -196,7 +191,7 @@ class AdaGradNorm(BatchOptimizer):
             total = ops.convert_to_tensor(self._global_accumulator)
         else:
             slot = self._accumulators[self._get_variable_index(variable)]
-            total = ops.add(slot, squared_norm(gradient))
+            total = ops.add(slot, sum_of_squares(gradient))
             self.assign(slot, total)
         scale = ops.cast(learning_rate, "float32") / ops.sqrt(total)
         lr = ops.cast(learning_rate, dtype)

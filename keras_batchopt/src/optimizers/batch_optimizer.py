@@ -99,11 +99,6 @@ class BatchOptimizer(keras.optimizers.Optimizer):
     # True when the algorithm applies `weight_decay` inside its own step.
     _decay_in_update_step = False
 
-    # `get_config()` entries that `update_step` does not read (besides
-    # `name` and `learning_rate`): optimizers that differ only there share
-    # one compiled TensorFlow update.
-    _update_free_config = ()
-
     def __init__(self, learning_rate, decay_exclusions=None, **kwargs):
         validation.check_learning_rate(learning_rate)
         if kwargs.get("weight_decay") is not None:

@@ -1,27 +1,20 @@
-"""Region sums and selections on JAX, for RegionNormalization.
+"""RegionNormalization's normalization on JAX, with its own derivative.
 
 Both regions' per-channel sums are one product with the one-hot region
 weights `w` (`(positions, 2)`), in full float32 precision
 (`Precision.HIGHEST`: no TF32 or bfloat16 passes on GPU and TPU). A
 region selection is a `where`, which XLA fuses into its consumer.
 
-Each function has a custom JVP whose transpose is the cheap form of the
-other: the tangent of a sum is written as two masked sums, which
-reverse-mode turns into a fused `where`; the tangent of a selection is
-the product `w @ d_table`, which reverse-mode turns into the product
-`w.T @ cotangent`. Without it, XLA on CPU materializes every masked
-select of the gradient before reducing it (about twice the memory traffic
-of the training step). A custom JVP (not VJP) keeps forward mode, and so
+`region_normalize` is the whole normalization (the corrected two-pass
+moments, then the per-region affine) with one custom JVP whose transpose
+is the cheap form of each piece: the tangent's region sums are two masked
+sums, which reverse mode turns into a `where` fused into the input's
+gradient, and its per-region terms are spread by the product `w @ table`,
+which reverse mode turns into the product `w.T @ cotangent`. So the
+gradient is one product for the per-region sums of the cotangent, one for
+those of `cotangent * centered`, and one fused pass for the input's
+gradient. A custom JVP (not VJP) keeps forward mode, and so
 forward-over-reverse Hessian-vector products, working.
-
-`region_normalize` is the whole normalization of RegionNormalization
-(the corrected two-pass moments, then the per-region affine) with one
-custom JVP, written with the same two forms, so that its transpose is the
-closed-form gradient: one product for the per-region sums of the
-cotangent, one for those of `cotangent * centered`, and one fused pass
-for the input's gradient. Composing the JVPs of the sums and selections
-instead leaves XLA (CPU, jaxlib 0.10) one more full-size temporary and
-one more product per training step.
 
 Layouts: the channels are last (`x` is viewed as `(positions, C)`) or on
 axis 1 (`x` as `(batch, C, positions)`, a batched product).
@@ -77,53 +70,6 @@ def _select_by_product(table, mask, axis):
     batched = jnp.broadcast_to(table, (mask.shape[0],) + table.shape)
     out = jnp.einsum("nrc,nkr->nck", batched, w, precision=HIGHEST)
     return jnp.reshape(out, out_shape)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _region_sums(x, mask, axis):
-    return _sums(x, mask, axis)
-
-
-@_region_sums.defjvp
-def _region_sums_jvp(axis, primals, tangents):
-    x, mask = primals
-    dx, _ = tangents
-    inside = jax.lax.stop_gradient(mask) > 0.5
-    axes = tuple(i for i in range(x.ndim) if i != axis)
-    zero = jnp.zeros((), dx.dtype)
-    tangent = jnp.stack(
-        [
-            jnp.sum(jnp.where(inside, dx, zero), axes),
-            jnp.sum(jnp.where(inside, zero, dx), axes),
-        ]
-    )
-    return _region_sums(x, mask, axis), tangent
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _region_select(table, mask, axis):
-    return _select(table, mask, axis)
-
-
-@_region_select.defjvp
-def _region_select_jvp(axis, primals, tangents):
-    table, mask = primals
-    d_table, _ = tangents
-    return (
-        _region_select(table, mask, axis),
-        _select_by_product(d_table, mask, axis),
-    )
-
-
-def region_sums(x, mask, axis):
-    """See `statistics.region_sums`."""
-    return _region_sums(x, mask.astype(x.dtype), axis % x.ndim)
-
-
-def region_select(table, mask, axis, base=None):
-    """See `statistics.region_select`."""
-    selected = _region_select(table, mask.astype(table.dtype), axis % mask.ndim)
-    return selected if base is None else base + selected
 
 
 def _masked_sums(v, inside, axis):

@@ -316,9 +316,9 @@ def region_sums(x, mask, axis):
     product with the one-hot region weights, in full float32 precision);
     the generic code selects and sums.
     """
-    module = fast_module("regions")
-    if module is not None:
-        return module.region_sums(x, mask, axis)
+    sums = getattr(fast_module("regions"), "region_sums", None)
+    if sums is not None:
+        return sums(x, mask, axis)
     inside = mask > 0.5
     axes = [i for i in range(len(x.shape)) if i != axis % len(x.shape)]
     zero = ops.zeros((), x.dtype)
@@ -338,9 +338,9 @@ def region_select(table, mask, axis, base=None):
     `table` is `(2, channels)`, as `region_sums` gives. The selection is
     exact (no arithmetic on the selected values but the addition).
     """
-    module = fast_module("regions")
-    if module is not None:
-        return module.region_select(table, mask, axis, base)
+    select = getattr(fast_module("regions"), "region_select", None)
+    if select is not None:
+        return select(table, mask, axis, base)
     rank = len(mask.shape)
     shape = channel_shape(rank, axis % rank, -1)
     selected = ops.where(

@@ -82,7 +82,7 @@ def _update_key(optimizer, variables, args):
         return None
     with tf.init_scope():  # Keras's get_config reads variables eagerly.
         config = dict(optimizer.get_config())
-    for name in ("name", "learning_rate", *optimizer._update_free_config):
+    for name in ("name", "learning_rate"):
         config.pop(name, None)
     indices = tuple(optimizer._get_variable_index(v) for v in variables)
     return (
@@ -144,9 +144,9 @@ def compiled_update(optimizer, grads, variables, learning_rate):
 
 
 def update_step(optimizer, grads, variables, learning_rate):
-    function, args = compiled_update(optimizer, grads, variables, learning_rate)
+    args = update_arguments(optimizer, grads, variables, learning_rate)
     with _tracing(optimizer):
-        function(*args)
+        _compiled_update(optimizer, variables, args)(*args)
 
 
 @contextlib.contextmanager
